@@ -1,0 +1,5 @@
+import sys
+
+from stnkit.cli import main
+
+sys.exit(main())

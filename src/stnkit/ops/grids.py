@@ -1,0 +1,366 @@
+"""Sampling-grid generators: affine (2-D and 3-D), projective and thin-plate spline.
+
+Convention (the one of ``torch.nn.functional.affine_grid``): a grid holds, for every *output*
+location, the *input* location to sample, in normalised coordinates (x, y[, z]) in [-1, 1].
+The output locations themselves are the pixel centres of an (H, W) (or (D, H, W)) image:
+
+- ``align_corners=False``: centre of pixel i is ``(2 i + 1) / N - 1`` (-1 and 1 are the outer
+  edges of the image);
+- ``align_corners=True``: centre of pixel i is ``2 i / (N - 1) - 1`` (-1 and 1 are the centres
+  of the corner pixels); a size-1 axis sits at 0 in both cases, as in PyTorch.
+
+Every generator is a ``torch.autograd.Function`` with a hand-derived backward (formula in a
+comment beside it). float16/bfloat16 parameters are computed in float32 and the grid is cast
+back to the parameters' dtype.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+
+import torch
+from torch import Tensor
+
+from stnkit._checks import (
+    check_floating,
+    check_same_device,
+    check_same_dtype,
+    check_shape,
+    check_size,
+    check_tensor,
+    fail,
+    format_shape,
+)
+
+__all__ = [
+    "affine_grid",
+    "base_coordinates",
+    "check_tps_points",
+    "projective_grid",
+    "tps_grid",
+    "tps_lattice",
+]
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in _HALF else dtype
+
+
+def _linspace(n: int, align_corners: bool, *, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Normalised centres of n pixels along one axis (0 when n == 1, like PyTorch)."""
+    if n == 1:
+        return torch.zeros(1, dtype=dtype, device=device)
+    x = torch.linspace(-1.0, 1.0, n, dtype=dtype, device=device)
+    return x if align_corners else x * ((n - 1) / n)
+
+
+def base_coordinates(size: tuple[int, ...], align_corners: bool, *, dtype: torch.dtype,
+                     device: torch.device | str | None = None) -> Tensor:
+    """Homogeneous output coordinates of every pixel centre, flattened in raster order.
+
+    Args:
+        size: (H, W) or (D, H, W).
+    Returns:
+        (H*W, 3) rows ``[x, y, 1]``, or (D*H*W, 4) rows ``[x, y, z, 1]``; x varies fastest.
+    """
+    axes = [_linspace(n, align_corners, dtype=dtype, device=device) for n in size]
+    # size is (H, W) or (D, H, W); coordinates are ordered (x, y[, z]), i.e. reversed.
+    mesh = torch.meshgrid(*axes, indexing="ij")  # each (H, W) or (D, H, W)
+    coords = [m.reshape(-1) for m in reversed(mesh)]  # x, y[, z]; each (P,)
+    coords.append(torch.ones_like(coords[0]))
+    return torch.stack(coords, dim=-1)  # (P, n + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Affine
+# ---------------------------------------------------------------------------------------------
+
+
+class _AffineGrid(torch.autograd.Function):
+    """grid[b, p] = theta[b] @ base[p]   (base[p] = [x_p, y_p(, z_p), 1])."""
+
+    @staticmethod
+    def forward(ctx, theta: Tensor, size: tuple[int, ...], align_corners: bool) -> Tensor:
+        ctx.size, ctx.align_corners = size, align_corners
+        base = base_coordinates(size, align_corners, dtype=theta.dtype, device=theta.device)
+        grid = torch.matmul(base, theta.transpose(1, 2))  # (B, P, n)
+        return grid.reshape(theta.shape[0], *size, theta.shape[1])  # (B, [D,] H, W, n)
+
+    @staticmethod
+    def backward(ctx, grad_grid: Tensor):
+        # The grid is linear in theta:  d grid[p]_i / d theta_ij = base[p]_j, so
+        #   grad_theta = sum_p grad_grid[p] (x) base[p] = grad_grid^T @ base.
+        n = grad_grid.shape[-1]
+        base = base_coordinates(ctx.size, ctx.align_corners, dtype=grad_grid.dtype,
+                                device=grad_grid.device)
+        g = grad_grid.reshape(grad_grid.shape[0], -1, n)  # (B, P, n)
+        return torch.matmul(g.transpose(1, 2), base), None, None  # (B, n, n + 1)
+
+
+def affine_grid(theta: Tensor, size, *, align_corners: bool = False) -> Tensor:
+    """Sampling grid for a batch of affine transforms (2-D or 3-D).
+
+    Same values and gradients as ``torch.nn.functional.affine_grid`` (which takes the full
+    (B, C, H, W) size; we take only the spatial size).
+
+    Args:
+        theta: (B, 2, 3) or (B, 3, 4); maps output coordinates to input coordinates,
+            normalised [-1, 1].
+        size: (H_out, W_out) for (B, 2, 3); (D_out, H_out, W_out) for (B, 3, 4).
+        align_corners: see the module docstring.
+    Returns:
+        (B, H_out, W_out, 2) (x, y) or (B, D_out, H_out, W_out, 3) (x, y, z) input coordinates.
+
+    >>> affine_grid(torch.eye(2, 3)[None], (4, 4)).shape
+    torch.Size([1, 4, 4, 2])
+    """
+    fn = "affine_grid"
+    check_tensor(theta, name="theta", fn=fn)
+    if theta.dim() != 3 or tuple(theta.shape[1:]) not in ((2, 3), (3, 4)):
+        fail(fn, "theta", "of shape (B, 2, 3) or (B, 3, 4)", format_shape(theta.shape))
+    check_floating(theta, name="theta", fn=fn)
+    ndim = theta.shape[1]
+    size = check_size(size, ndim, fn=fn)
+    _check_bool(align_corners, "align_corners", fn)
+    work = _compute_dtype(theta.dtype)
+    return _AffineGrid.apply(theta.to(work), size, align_corners).to(theta.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Projective
+# ---------------------------------------------------------------------------------------------
+
+
+def _homogeneous(theta: Tensor, size: tuple[int, int], align_corners: bool) -> Tensor:
+    base = base_coordinates(size, align_corners, dtype=theta.dtype, device=theta.device)
+    return torch.matmul(base, theta.transpose(1, 2))  # (B, P, 3): (u, v, w)
+
+
+class _ProjectiveGrid(torch.autograd.Function):
+    """grid[b, p] = (u / w, v / w) with (u, v, w) = H[b] @ [x_p, y_p, 1]; NaN where w <= 0."""
+
+    @staticmethod
+    def forward(ctx, theta: Tensor, size: tuple[int, int], align_corners: bool) -> Tensor:
+        ctx.size, ctx.align_corners = size, align_corners
+        ctx.save_for_backward(theta)
+        uvw = _homogeneous(theta, size, align_corners)
+        w = uvw[..., 2:]  # (B, P, 1)
+        grid = torch.where(w > 0, uvw[..., :2] / w, torch.nan)  # (B, P, 2)
+        return grid.reshape(theta.shape[0], *size, 2)  # (B, H, W, 2)
+
+    @staticmethod
+    def backward(ctx, grad_grid: Tensor):
+        # Quotient rule, with X = u / w, Y = v / w and base b = [x, y, 1]:
+        #   dX/dh0 = b / w,   dY/dh1 = b / w,   d(X, Y)/dh2 = -(X, Y) b / w
+        # so with q = g / w (g = grad_grid[p]):
+        #   grad_h0 = sum_p q_x b,  grad_h1 = sum_p q_y b,  grad_h2 = -sum_p (q . (X, Y)) b.
+        # Points with w <= 0 are outside the image (NaN in the grid) and get 0 gradient.
+        # Recomputed from theta (a cheap matmul) so the backward is itself differentiable.
+        (theta,) = ctx.saved_tensors
+        base = base_coordinates(ctx.size, ctx.align_corners, dtype=theta.dtype,
+                                device=theta.device)
+        uvw = torch.matmul(base, theta.transpose(1, 2))  # (B, P, 3)
+        w = uvw[..., 2:]
+        valid = w > 0
+        safe_w = torch.where(valid, w, torch.ones_like(w))
+        xy = uvw[..., :2] / safe_w  # (B, P, 2), finite
+        g = grad_grid.reshape(theta.shape[0], -1, 2)
+        q = torch.where(valid, g, torch.zeros_like(g)) / safe_w  # (B, P, 2)
+        r = -(q * xy).sum(-1, keepdim=True)  # (B, P, 1)
+        grad = torch.matmul(torch.cat([q, r], dim=-1).transpose(1, 2), base)  # (B, 3, 3)
+        return grad, None, None
+
+
+def projective_grid(theta: Tensor, size, *, align_corners: bool = False) -> Tensor:
+    """Sampling grid for a batch of homographies.
+
+    An output point (x, y) samples the input at (u / w, v / w), (u, v, w) = theta @ (x, y, 1).
+    Points with w <= 0 (at or behind the camera) are set to NaN, which every stnkit sampler
+    treats as outside the image (contributes 0, gets 0 gradient); their gradient w.r.t. theta
+    is 0. Large finite coordinates (w close to 0+) are kept as they are.
+
+    Args:
+        theta: (B, 3, 3), maps output coordinates to input coordinates, normalised [-1, 1].
+        size: (H_out, W_out).
+    Returns:
+        (B, H_out, W_out, 2) input coordinates (x, y).
+    """
+    fn = "projective_grid"
+    check_shape(theta, ("B", 3, 3), name="theta", fn=fn)
+    check_floating(theta, name="theta", fn=fn)
+    size = check_size(size, 2, fn=fn)
+    _check_bool(align_corners, "align_corners", fn)
+    work = _compute_dtype(theta.dtype)
+    return _ProjectiveGrid.apply(theta.to(work), size, align_corners).to(theta.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Thin-plate spline
+# ---------------------------------------------------------------------------------------------
+
+
+def _radial(d2: Tensor) -> Tensor:
+    """TPS kernel U as a function of the squared distance: U = r^2 log r^2, U(0) = 0."""
+    return torch.where(d2 > 0, d2 * torch.log(torch.where(d2 > 0, d2, 1.0)), 0.0)
+
+
+def tps_lattice(k: int, *, dtype: torch.dtype | None = None,
+                device: torch.device | str | None = None) -> Tensor:
+    """The default TPS control points: a regular n x n lattice over [-1, 1]^2, K = n * n.
+
+    Point ``k = row * n + col`` sits at ``(x, y) = (linspace(-1, 1, n)[col],
+    linspace(-1, 1, n)[row])`` (raster order, x fastest), whatever ``align_corners``.
+    ``tps_grid(tps_lattice(K)[None], size)`` is the identity grid.
+
+    Returns:
+        (K, 2).
+    """
+    fn = "tps_lattice"
+    if isinstance(k, bool) or not isinstance(k, int):
+        fail(fn, "k", "an int", repr(k), error=TypeError)
+    n = math.isqrt(k) if k >= 0 else 0
+    if n < 2 or n * n != k:
+        fail(fn, "k", "a perfect square >= 4", k)
+    axis = torch.linspace(-1.0, 1.0, n, dtype=torch.float64)
+    yy, xx = torch.meshgrid(axis, axis, indexing="ij")  # each (n, n)
+    pts = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=-1)  # (K, 2)
+    return pts.to(dtype=dtype or torch.get_default_dtype(), device=device)
+
+
+def _tps_matrix(dst: Tensor, size: tuple[int, int], align_corners: bool) -> Tensor:
+    """A (H*W, K) float64 CPU matrix with grid = A @ src for control points ``dst`` (K, 2).
+
+    With L = [[U(|c_i - c_j|), P], [P^T, 0]] ((K+3) x (K+3), P rows [1, x_k, y_k]) the spline
+    coefficients are [w; a] = L^{-1} [src; 0], and f(p) = sum_k w_k U(|p - c_k|) + a . [1, x, y].
+    So A = basis @ L^{-1}[:, :K] with basis rows [U(|p - c_1|), ..., U(|p - c_K|), 1, x, y].
+    """
+    fn = "tps_grid"
+    c = dst.detach().to(device="cpu", dtype=torch.float64)  # (K, 2)
+    k = c.shape[0]
+    d2 = ((c[:, None, :] - c[None, :, :]) ** 2).sum(-1)  # (K, K)
+    dup = torch.nonzero(torch.triu(d2 == 0, diagonal=1))
+    if dup.numel():
+        i, j = dup[0].tolist()
+        fail(fn, "dst_points", "to be distinct points (the TPS system is singular)",
+             f"dst_points[{i}] == dst_points[{j}] == {tuple(c[i].tolist())}")
+    centred = c - c.mean(0)
+    if k < 3 or torch.linalg.matrix_rank(centred) < 2:
+        fail(fn, "dst_points", "not all on one line (the TPS system is singular)",
+             f"{k} collinear points")
+    p = torch.cat([torch.ones(k, 1, dtype=torch.float64), c], dim=1)  # (K, 3)
+    top = torch.cat([_radial(d2), p], dim=1)  # (K, K + 3)
+    bottom = torch.cat([p.T, torch.zeros(3, 3, dtype=torch.float64)], dim=1)  # (3, K + 3)
+    system = torch.cat([top, bottom], dim=0)  # (K + 3, K + 3)
+    cond = torch.linalg.cond(system).item()
+    if not math.isfinite(cond) or cond > 1e13:
+        fail(fn, "dst_points", "in general position (the TPS system is singular)",
+             f"a system with condition number {cond:.3g}")
+    rhs = torch.cat([torch.eye(k, dtype=torch.float64), torch.zeros(3, k, dtype=torch.float64)])
+    coef = torch.linalg.solve(system, rhs)  # (K + 3, K) = L^{-1}[:, :K]
+    base = base_coordinates(size, align_corners, dtype=torch.float64)  # (P, 3): x, y, 1
+    xy = base[:, :2]
+    d2p = ((xy[:, None, :] - c[None, :, :]) ** 2).sum(-1)  # (P, K)
+    basis = torch.cat([_radial(d2p), base[:, 2:], xy], dim=1)  # (P, K + 3): U..., 1, x, y
+    return basis @ coef  # (P, K)
+
+
+_TPS_CACHE: OrderedDict[tuple, Tensor] = OrderedDict()
+_TPS_CACHE_SIZE = 8
+_TPS_LOCK = threading.Lock()
+
+
+def _tps_matrix_cached(dst: Tensor | None, k: int, size: tuple[int, int], align_corners: bool,
+                       dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``_tps_matrix`` in ``dtype`` on ``device``, memoised (LRU of 8) by the dst values."""
+    dst_key = None if dst is None else tuple(dst.detach().cpu().double().reshape(-1).tolist())
+    key = (k, dst_key, size, align_corners, dtype, str(device))
+    with _TPS_LOCK:
+        hit = _TPS_CACHE.get(key)
+        if hit is not None:
+            _TPS_CACHE.move_to_end(key)
+            return hit
+    points = tps_lattice(k, dtype=torch.float64) if dst is None else dst
+    a = _tps_matrix(points, size, align_corners).to(dtype=dtype, device=device)
+    with _TPS_LOCK:
+        _TPS_CACHE[key] = a
+        while len(_TPS_CACHE) > _TPS_CACHE_SIZE:
+            _TPS_CACHE.popitem(last=False)
+    return a
+
+
+class _TPSGrid(torch.autograd.Function):
+    """grid[b] = A @ src[b]; A (H*W, K) is constant for given dst/size/align_corners."""
+
+    @staticmethod
+    def forward(ctx, src: Tensor, a: Tensor, size: tuple[int, int]) -> Tensor:
+        ctx.save_for_backward(a)
+        grid = torch.matmul(a, src)  # (B, P, 2)
+        return grid.reshape(src.shape[0], *size, 2)  # (B, H, W, 2)
+
+    @staticmethod
+    def backward(ctx, grad_grid: Tensor):
+        # Linear map: grad_src = A^T @ grad_grid.
+        (a,) = ctx.saved_tensors
+        g = grad_grid.reshape(grad_grid.shape[0], -1, 2)  # (B, P, 2)
+        return torch.matmul(a.T, g), None, None  # (B, K, 2)
+
+
+def check_tps_points(src_points: Tensor, dst_points: Tensor | None, *, fn: str,
+                     name: str = "src_points") -> int:
+    """Validate TPS control points (see ``tps_grid``) at the public boundary ``fn``; returns K.
+
+    ``name`` is what the caller calls ``src_points`` (``warp`` calls them ``theta``).
+    """
+    bound = check_shape(src_points, ("B", "K", 2), name=name, fn=fn)
+    check_floating(src_points, name=name, fn=fn)
+    k = bound["K"]
+    if dst_points is None:
+        n = math.isqrt(k)
+        if n < 2 or n * n != k:
+            fail(fn, name, "with a perfect square K >= 4 of points when dst_points is None "
+                 "(default lattice)", f"K = {k}")
+    else:
+        check_shape(dst_points, (k, 2), name="dst_points", fn=fn)
+        check_same_dtype(src_points, dst_points, names=(name, "dst_points"), fn=fn)
+        check_same_device(src_points, dst_points, names=(name, "dst_points"), fn=fn)
+        if not bool(torch.isfinite(dst_points).all()):
+            fail(fn, "dst_points", "to be finite", "NaN or Inf")
+    return k
+
+
+def tps_grid(src_points: Tensor, size, *, dst_points: Tensor | None = None,
+             align_corners: bool = False) -> Tensor:
+    """Sampling grid of a thin-plate spline through K control points.
+
+    The spline f maps output coordinates to input coordinates with f(dst_k) = src_k exactly,
+    reproduces affine maps exactly (src == dst gives the identity grid) and minimises the
+    bending energy otherwise. Radial basis U(r) = r^2 log r^2 (U(0) = 0). The linear system
+    is solved once in float64 for each (dst_points, size, align_corners, dtype, device) and
+    kept in a small LRU cache; the grid is linear in ``src_points`` (grad = A^T @ grad_grid).
+    ``dst_points`` are constants: no gradient flows to them.
+
+    Args:
+        src_points: (B, K, 2) where the control points map to in the input, normalised (x, y).
+        size: (H_out, W_out).
+        dst_points: (K, 2) where the control points sit in the output; default
+            ``tps_lattice(K)``, a regular sqrt(K) x sqrt(K) lattice over [-1, 1] (K must then
+            be a perfect square >= 4; 16 in the paper). Must be distinct and not all collinear.
+    Returns:
+        (B, H_out, W_out, 2) input coordinates (x, y).
+    """
+    fn = "tps_grid"
+    k = check_tps_points(src_points, dst_points, fn=fn)
+    size = check_size(size, 2, fn=fn)
+    _check_bool(align_corners, "align_corners", fn)
+    work = _compute_dtype(src_points.dtype)
+    a = _tps_matrix_cached(dst_points, k, size, align_corners, work, src_points.device)
+    return _TPSGrid.apply(src_points.to(work), a, size).to(src_points.dtype)
+
+
+def _check_bool(value, name: str, fn: str) -> None:
+    if not isinstance(value, bool):
+        fail(fn, name, "a bool", repr(value), error=TypeError)

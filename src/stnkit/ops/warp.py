@@ -1,0 +1,147 @@
+"""``warp``: grid generator + sampler in one call, dispatched to the fastest backend.
+
+Backends (a kernel module exposes ``supports(input, theta, *, transform, mode, padding_mode)``
+-> None or a one-line reason, and ``warp(input, theta, *, transform, size, mode,
+padding_mode, align_corners, deterministic)``):
+
+- ``"torch"``: ``affine_grid`` / ``projective_grid`` / ``tps_grid`` + ``stnkit.ops.sample``;
+  supports everything ``sample`` does (any device).
+- ``"numba"``: ``stnkit.ops.kernels.numba_cpu`` (fused CPU kernels).
+- ``"triton"``: ``stnkit.ops.kernels.triton_gpu`` (fused CUDA kernels).
+- ``"auto"``: CPU tensors -> numba, CUDA tensors -> triton, when the kernel module imports and
+  supports the call; otherwise torch. An explicit kernel backend that is not installed or does
+  not support the call raises ValueError with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+from stnkit._checks import (
+    check_choice,
+    check_floating,
+    check_same_batch,
+    check_same_device,
+    check_same_dtype,
+    check_shape,
+    check_size,
+    check_tensor,
+    fail,
+    format_shape,
+)
+from stnkit.ops.grids import affine_grid, check_tps_points, projective_grid, tps_grid
+from stnkit.ops.sample import sample
+
+__all__ = ["BACKENDS", "MODES", "PADDING_MODES", "TRANSFORMS", "warp"]
+
+TRANSFORMS = ("affine", "projective", "tps")
+MODES = ("bilinear", "nearest", "bicubic")
+PADDING_MODES = ("zeros", "border", "reflection")
+BACKENDS = ("auto", "torch", "numba", "triton")
+_KERNEL_MODULES = {"numba": "stnkit.ops.kernels.numba_cpu",
+                   "triton": "stnkit.ops.kernels.triton_gpu"}
+
+
+def _load_kernel(backend: str) -> tuple[ModuleType | None, str | None]:
+    """(module, None) or (None, why it cannot be imported)."""
+    name = _KERNEL_MODULES[backend]
+    try:
+        return importlib.import_module(name), None
+    except ImportError as e:  # the module, or a dependency of it (numba, triton), is missing
+        return None, f"{name} cannot be imported ({e})"
+
+
+def warp(input: Tensor, theta: Tensor, *, transform: str = "affine", size=None,
+         mode: str = "bilinear", padding_mode: str = "zeros", align_corners: bool = False,
+         backend: str = "auto", deterministic: bool | None = None,
+         dst_points: Tensor | None = None) -> Tensor:
+    """Warp ``input`` by ``theta``: ``output[p] = input(grid(theta)[p])``.
+
+    Args:
+        input: (B, C, H, W), or (B, C, D, H, W) for 3-D affine.
+        theta: maps output coordinates to input coordinates, normalised [-1, 1], same dtype
+            and device as ``input``:
+            ``"affine"``: (B, 2, 3), or (B, 3, 4) with 5-D input;
+            ``"projective"``: (B, 3, 3) homography (points with w <= 0 sample as outside);
+            ``"tps"``: (B, K, 2) source control points (see ``tps_grid``).
+        size: output spatial size (H_out, W_out) / (D_out, H_out, W_out); None keeps the
+            input's.
+        mode, padding_mode, align_corners: as in ``stnkit.ops.sample``.
+        backend: "auto", "torch", "numba" or "triton" (see the module docstring).
+        deterministic: None means ``torch.are_deterministic_algorithms_enabled()``; passed to
+            kernel backends.
+        dst_points: (K, 2), only for ``"tps"``: where the control points sit in the output
+            (default: the regular lattice of ``tps_grid``). Kernel backends do not take it,
+            so a call with dst_points runs on "torch".
+    Returns:
+        (B, C, *size).
+    """
+    fn = "warp"
+    check_tensor(input, name="input", fn=fn)
+    check_choice(transform, TRANSFORMS, name="transform", fn=fn)
+    check_choice(mode, MODES, name="mode", fn=fn)
+    check_choice(padding_mode, PADDING_MODES, name="padding_mode", fn=fn)
+    check_choice(backend, BACKENDS, name="backend", fn=fn)
+    if not isinstance(align_corners, bool):
+        fail(fn, "align_corners", "a bool", repr(align_corners), error=TypeError)
+    if deterministic is not None and not isinstance(deterministic, bool):
+        fail(fn, "deterministic", "None or a bool", repr(deterministic), error=TypeError)
+
+    if transform == "affine":
+        if input.dim() not in (4, 5):
+            fail(fn, "input", "of shape (B, C, H, W) or (B, C, D, H, W)",
+                 format_shape(input.shape))
+    elif input.dim() != 4:
+        fail(fn, "input", f"of shape (B, C, H, W) for transform={transform!r}",
+             format_shape(input.shape))
+    check_floating(input, name="input", fn=fn)
+    if mode == "bicubic" and input.dim() == 5:
+        fail(fn, "mode", "'bilinear' or 'nearest' for 5-D input", repr(mode))
+
+    spec = {"affine": ("B", 2, 3) if input.dim() == 4 else ("B", 3, 4),
+            "projective": ("B", 3, 3), "tps": ("B", "K", 2)}[transform]
+    if transform == "tps":
+        check_tps_points(theta, dst_points, fn=fn, name="theta")
+    else:
+        check_shape(theta, spec, name="theta", fn=fn)
+    check_same_dtype(input, theta, names=("input", "theta"), fn=fn)
+    check_same_device(input, theta, names=("input", "theta"), fn=fn)
+    check_same_batch(input, theta, names=("input", "theta"), fn=fn)
+    if dst_points is not None and transform != "tps":
+        fail(fn, "dst_points", f"None for transform={transform!r}", "a tensor")
+    size = tuple(input.shape[2:]) if size is None else check_size(size, input.dim() - 2, fn=fn)
+    if deterministic is None:
+        deterministic = torch.are_deterministic_algorithms_enabled()
+
+    if backend == "auto":
+        kernel = "triton" if input.is_cuda else "numba" if input.device.type == "cpu" else None
+        if kernel is not None and dst_points is None:
+            module, _ = _load_kernel(kernel)
+            if module is not None and module.supports(
+                    input, theta, transform=transform, mode=mode,
+                    padding_mode=padding_mode) is None:
+                return module.warp(input, theta, transform=transform, size=size, mode=mode,
+                                   padding_mode=padding_mode, align_corners=align_corners,
+                                   deterministic=deterministic)
+    elif backend != "torch":
+        module, why = _load_kernel(backend)
+        if module is not None:
+            why = "dst_points is not supported" if dst_points is not None else module.supports(
+                input, theta, transform=transform, mode=mode, padding_mode=padding_mode)
+        if why is not None:
+            fail(fn, "backend", f"{backend!r} to support this call ({why})", repr(backend))
+        return module.warp(input, theta, transform=transform, size=size, mode=mode,
+                           padding_mode=padding_mode, align_corners=align_corners,
+                           deterministic=deterministic)
+
+    if transform == "affine":
+        grid = affine_grid(theta, size, align_corners=align_corners)
+    elif transform == "projective":
+        grid = projective_grid(theta, size, align_corners=align_corners)
+    else:
+        grid = tps_grid(theta, size, dst_points=dst_points, align_corners=align_corners)
+    return sample(input, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners)

@@ -34,13 +34,11 @@ from stnkit._checks import (
     format_shape,
 )
 from stnkit.ops.grids import affine_grid, check_tps_points, projective_grid, tps_grid
-from stnkit.ops.sample import sample
+from stnkit.ops.sample import MODES, PADDING_MODES, sample
 
 __all__ = ["BACKENDS", "MODES", "PADDING_MODES", "TRANSFORMS", "warp"]
 
 TRANSFORMS = ("affine", "projective", "tps")
-MODES = ("bilinear", "nearest", "bicubic")
-PADDING_MODES = ("zeros", "border", "reflection")
 BACKENDS = ("auto", "torch", "numba", "triton")
 _KERNEL_MODULES = {"numba": "stnkit.ops.kernels.numba_cpu",
                    "triton": "stnkit.ops.kernels.triton_gpu"}

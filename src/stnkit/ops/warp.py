@@ -9,7 +9,8 @@ padding_mode, align_corners, deterministic)``):
 - ``"numba"``: ``stnkit.ops.kernels.numba_cpu`` (fused CPU kernels).
 - ``"triton"``: ``stnkit.ops.kernels.triton_gpu`` (fused CUDA kernels).
 - ``"auto"``: CPU tensors -> numba, CUDA tensors -> triton, when the kernel module imports and
-  supports the call; otherwise torch. An explicit kernel backend that is not installed or does
+  supports the call; otherwise torch. Under ``torch.compile`` "auto" is torch, which the
+  compiler can trace (it cannot see into the kernels). An explicit kernel backend that is not installed or does
   not support the call raises ValueError with the reason.
 """
 
@@ -117,7 +118,7 @@ def warp(input: Tensor, theta: Tensor, *, transform: str = "affine", size=None,
 
     if backend == "auto":
         kernel = "triton" if input.is_cuda else "numba" if input.device.type == "cpu" else None
-        if kernel is not None and dst_points is None:
+        if kernel is not None and dst_points is None and not torch.compiler.is_compiling():
             module, _ = _load_kernel(kernel)
             if module is not None and module.supports(
                     input, theta, transform=transform, mode=mode,

@@ -109,17 +109,21 @@ def check_choice(value: Any, choices: Sequence[Any], *, name: str, fn: str) -> N
         fail(fn, name, "one of " + ", ".join(repr(c) for c in choices), repr(value))
 
 
-def check_size(size: Any, ndim: int | Sequence[int], *, name: str = "size", fn: str) -> tuple[int, ...]:
-    """A spatial size: a sequence of ``ndim`` positive ints (``ndim`` may list allowed lengths).
+def check_size(size: Any, ndim: int | Sequence[int] | None, *, name: str = "size",
+               fn: str) -> tuple[int, ...]:
+    """A sequence of positive ints: a spatial size, layer widths, ...
 
-    Accepts ``torch.Size``, tuples and lists; rejects bools, floats and non-positive entries.
+    ``ndim`` is the allowed length, a sequence of allowed lengths, or None for any length >= 1.
+    Accepts ``torch.Size``, tuples, lists and 0-d integer tensors as entries; rejects bools,
+    floats and non-positive entries.
     """
-    lengths = (ndim,) if isinstance(ndim, int) else tuple(ndim)
-    want = " or ".join(str(n) for n in lengths)
+    lengths = None if ndim is None else (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    want = "any number of" if lengths is None else " or ".join(str(n) for n in lengths)
     if isinstance(size, (str, bytes)) or not isinstance(size, Sequence):
         fail(fn, name, f"a sequence of {want} positive ints", repr(size), error=TypeError)
-    if len(size) not in lengths:
-        fail(fn, name, f"to have {want} entries", f"{len(size)} ({tuple(size)!r})")
+    if (lengths is None and len(size) == 0) or (lengths is not None and len(size) not in lengths):
+        fail(fn, name, f"to have {'at least 1' if lengths is None else want} entries",
+             f"{len(size)} ({tuple(size)!r})")
     out = []
     for s in size:
         if isinstance(s, bool) or not isinstance(s, int):

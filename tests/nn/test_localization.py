@@ -40,7 +40,7 @@ def test_cnn_localization_size_limits():
         CNNLocalization((1, 27, 28))
     small = CNNLocalization((3, 16, 16), padding=2)
     assert small(torch.rand(2, 3, 16, 16)).shape == (2, 20)
-    with pytest.raises(ValueError, match="expected channels 2 entries"):
+    with pytest.raises(ValueError, match="expected channels to have 2 entries"):
         CNNLocalization((1, 28, 28), channels=(20,))
 
 
@@ -74,3 +74,13 @@ def test_bad_arguments():
         FCNLocalization((4, 4))
     with pytest.raises(TypeError, match="FCNLocalization: expected hidden a sequence"):
         FCNLocalization((1, 4, 4), "32")
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"kernel_size": (5, 5)}, TypeError, r"CNNLocalization: expected kernel_size a positive int, got \(5, 5\)"),
+    ({"fc": 0}, ValueError, r"CNNLocalization: expected fc a positive int, got 0"),
+    ({"downsample": True}, TypeError, r"CNNLocalization: expected downsample a positive int, got True"),
+])
+def test_cnn_localization_scalar_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        CNNLocalization((1, 28, 28), **kwargs)

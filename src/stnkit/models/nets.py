@@ -13,19 +13,6 @@ from stnkit.nn import ParallelSpatialTransformers, SpatialTransformer
 __all__ = ["CNNClassifier", "FCNClassifier", "STClassifier", "TutorialClassifier"]
 
 
-def _widths(value, n: int, *, name: str, fn: str) -> tuple[int, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        fail(fn, name, f"a sequence of {n} positive ints", repr(value), error=TypeError)
-    if len(value) != n:
-        fail(fn, name, f"{n} entries", repr(tuple(value)))
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, int):
-            fail(fn, name, "to contain ints", repr(tuple(value)), error=TypeError)
-        if v <= 0:
-            fail(fn, name, "to contain positive ints", repr(tuple(value)))
-    return tuple(value)
-
-
 class FCNClassifier(nn.Module):
     """Paper's FCN: flatten -> fc h1 -> ReLU -> fc h2 -> ReLU -> fc num_classes.
 
@@ -35,7 +22,7 @@ class FCNClassifier(nn.Module):
     def __init__(self, input_size: Sequence[int], hidden: Sequence[int], num_classes: int):
         super().__init__()
         self.input_size = check_size(input_size, 3, name="input_size", fn="FCNClassifier")
-        self.hidden = _widths(hidden, 2, name="hidden", fn="FCNClassifier")
+        self.hidden = check_size(hidden, 2, name="hidden", fn="FCNClassifier")
         h1, h2 = self.hidden
         self.net = nn.Sequential(
             nn.Flatten(),
@@ -70,7 +57,7 @@ class CNNClassifier(nn.Module):
         super().__init__()
         fn = "CNNClassifier"
         self.input_size = check_size(input_size, 3, name="input_size", fn=fn)
-        self.channels = _widths(channels, 2, name="channels", fn=fn)
+        self.channels = check_size(channels, 2, name="channels", fn=fn)
         C, H, W = self.input_size
         if min(H, W) < 4:
             fail(fn, "input_size", "at least 4 pixels a side (two max-pools of 2)",

@@ -30,19 +30,19 @@ from stnkit._checks import check_shape, check_size, fail
 __all__ = ["CNNLocalization", "FCNLocalization", "TutorialLocalization"]
 
 
-def _positive_ints(value, *, name: str, fn: str, min_len: int = 1) -> tuple[int, ...]:
+def _positive_ints(value, *, name: str, fn: str) -> tuple[int, ...]:
+    """Layer widths: an int or a non-empty sequence of positive ints."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = (value,)
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        fail(fn, name, "a sequence of positive ints", repr(value), error=TypeError)
-    if len(value) < min_len:
-        fail(fn, name, f"at least {min_len} entries", repr(tuple(value)))
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, int):
-            fail(fn, name, "to contain ints", repr(tuple(value)), error=TypeError)
-        if v <= 0:
-            fail(fn, name, "to contain positive ints", repr(tuple(value)))
-    return tuple(value)
+    return check_size(value, None, name=name, fn=fn)
+
+
+def _positive_int(value, *, name: str, fn: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        fail(fn, name, "a positive int", repr(value), error=TypeError)
+    if value <= 0:
+        fail(fn, name, "a positive int", repr(value))
+    return value
 
 
 def _input_spec(input_size: tuple[int, ...]) -> tuple:
@@ -114,13 +114,10 @@ class CNNLocalization(nn.Module):
         super().__init__()
         fn = "CNNLocalization"
         self.input_size = check_size(input_size, 3, name="input_size", fn=fn)
-        channels = _positive_ints(channels, name="channels", fn=fn)
-        if len(channels) != 2:
-            fail(fn, "channels", "2 entries", repr(channels))
-        c1, c2 = channels
-        (kernel_size,) = _positive_ints(kernel_size, name="kernel_size", fn=fn)
-        (fc,) = _positive_ints(fc, name="fc", fn=fn)
-        (downsample,) = _positive_ints(downsample, name="downsample", fn=fn)
+        c1, c2 = check_size(channels, 2, name="channels", fn=fn)
+        kernel_size = _positive_int(kernel_size, name="kernel_size", fn=fn)
+        fc = _positive_int(fc, name="fc", fn=fn)
+        downsample = _positive_int(downsample, name="downsample", fn=fn)
         if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
             fail(fn, "padding", "a non-negative int", repr(padding))
         C, H, W = self.input_size

@@ -1,0 +1,574 @@
+"""Numba kernels of the fused 2-D warp: affine / projective, bilinear / nearest.
+
+Layout: ``inp`` (B, C, H*W) and ``out`` / ``gout`` (B, C, Ho*Wo), C-contiguous, float32 or
+float64. ``cf`` (B, 9) holds, per batch item, the map from output pixel indices (j, i) to input
+*pixel* coordinates, with the unnormalisations of both sides folded in:
+
+    affine:      x = cf0 j + cf1 i + cf2,                 y = cf3 j + cf4 i + cf5
+    projective:  x = (cf0 j + cf1 i + cf2) / w,           y = (cf3 j + cf4 i + cf5) / w,
+                 w = cf6 j + cf7 i + cf8   (w <= 0: outside)
+
+Work is cut into *tiles* of about ``L`` output pixels of one image: whole rows when a row
+has at most ``TW`` pixels, else ``TW``-wide tiles (2-D tiles keep the input footprint of a
+tile in L1 under rotation, like OpenCV's blocks). For each tile the kernels run a few short
+loops over its pixels, each simple enough to vectorise: source coordinates, padding, taps
+(one offset + four masked weights per pixel), then a gather per channel. Tiles whose every
+pixel has all its taps inside the image (the bulk of a typical warp) take a short path with
+no padding and no masks. The taps of a pixel are always the 2 x 2 pixels at ``off, off + sx,
+off + sy, off + sx + sy`` (``sx = 1``, ``sy = W``; 0 for a size-1 axis): a tap outside the
+image is moved onto a neighbour inside it with weight 0, so the gather needs no branch
+(consequence: a NaN/Inf *pixel value* next to the border also reaches the zero-weight taps of
+points just outside the border; PyTorch propagates it only through in-image taps). The
+backward never writes a zero-weight tap (``scatter4``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from stnkit.ops.kernels._numba_common import (
+    BILINEAR,
+    BORDER,
+    REFLECTION,
+    ZEROS,
+    pad_coord,
+)
+from stnkit.ops.kernels._numba_runtime import jit
+
+U = np.uint64  # hot loops index with unsigned ints: Numba adds a negative-index fix-up to
+# every access through a signed index, which costs registers and blocks vectorisation
+
+
+@jit()
+def tile_tables(tw, th, t):
+    """Row and column of each pixel k of a tile of tw x th pixels (raster order), as floats."""
+    ti = np.empty(tw * th, t)
+    tj = np.empty(tw * th, t)
+    for k in range(tw * th):
+        ti[k] = t(k // tw)
+        tj[k] = t(k % tw)
+    return ti, tj
+
+
+@jit()
+def tiling(Wo, Ho, TW, L):
+    """(tw, th, ntx, nty, w_last): tiles of tw x th output pixels (tw = Wo when Wo <= TW),
+    ntx x nty of them per image, the last column of tiles w_last wide."""
+    tw = min(Wo, TW)
+    th = max(1, L // tw)
+    ntx = (Wo + tw - 1) // tw
+    nty = (Ho + th - 1) // th
+    return tw, th, ntx, nty, Wo - (ntx - 1) * tw
+
+
+@jit()
+def source_coords(cf, b, fi0, fj0, ti, tj, ka, kb, projective, xs, ys, qs, t):
+    """Raw input pixel coordinates of tile pixels ka .. kb into xs, ys (NaN where w <= 0);
+    qs = 1 / w (projective)."""
+    c0, c1, c2 = cf[b, 0], cf[b, 1], cf[b, 2]
+    c3, c4, c5 = cf[b, 3], cf[b, 4], cf[b, 5]
+    if projective:
+        c6, c7, c8 = cf[b, 6], cf[b, 7], cf[b, 8]
+        nan = t(np.nan)
+        for k in range(U(ka), U(kb)):
+            fi = ti[k] + fi0
+            fj = tj[k] + fj0
+            w = c6 * fj + c7 * fi + c8
+            ok = w > t(0.0)
+            xs[k] = (c0 * fj + c1 * fi + c2) / w if ok else nan
+            ys[k] = (c3 * fj + c4 * fi + c5) / w if ok else nan
+            qs[k] = t(1.0) / w if ok else t(0.0)
+    else:
+        for k in range(U(ka), U(kb)):
+            fi = ti[k] + fi0
+            fj = tj[k] + fj0
+            xs[k] = c0 * fj + c1 * fi + c2
+            ys[k] = c3 * fj + c4 * fi + c5
+
+
+@jit()
+def pad_block(xs, ys, mx, my, ka, kb, H, W, pad, align, t):
+    """Padding of coordinates ka .. kb in place; mx, my receive d padded / d raw."""
+    if pad == ZEROS:
+        for k in range(U(ka), U(kb)):
+            xs[k], mx[k] = pad_coord(xs[k], W, ZEROS, align, t)
+            ys[k], my[k] = pad_coord(ys[k], H, ZEROS, align, t)
+    elif pad == BORDER:
+        for k in range(U(ka), U(kb)):
+            xs[k], mx[k] = pad_coord(xs[k], W, BORDER, align, t)
+            ys[k], my[k] = pad_coord(ys[k], H, BORDER, align, t)
+    else:
+        for k in range(U(ka), U(kb)):
+            xs[k], mx[k] = pad_coord(xs[k], W, REFLECTION, align, t)
+            ys[k], my[k] = pad_coord(ys[k], H, REFLECTION, align, t)
+
+
+@jit()
+def axis_taps(x, size, t):
+    """Bilinear taps of padded coordinate x in [-2, size + 1] along an axis of ``size``.
+
+    Returns (c, a0, a1, d0, d1): the taps sit at c and c + 1 (c in [0, max(size - 2, 0)]) with
+    weights a0, a1 and d a / d x = d0, d1. Taps outside the image have weight 0; a tap at
+    floor(x) or floor(x) + 1 that is inside but is not c or c + 1 cannot occur.
+    """
+    zero = t(0.0)
+    one = t(1.0)
+    f = np.floor(x)
+    u = x - f
+    x0 = np.int32(f)
+    n = np.int32(size)
+    c = min(max(x0, np.int32(0)), max(n - np.int32(2), np.int32(0)))
+    m0 = (x0 >= np.int32(0)) & (x0 < n)  # tap floor(x) inside
+    m1 = (x0 >= np.int32(-1)) & (x0 < n - np.int32(1))  # tap floor(x) + 1 inside
+    w0 = (one - u) if m0 else zero
+    w1 = u if m1 else zero
+    g0 = -one if m0 else zero
+    g1 = one if m1 else zero
+    at_c = x0 == c  # floor(x) -> c, floor(x) + 1 -> c + 1
+    below = x0 + np.int32(1) == c  # floor(x) + 1 -> c (x0 = -1)
+    above = x0 == c + np.int32(1)  # floor(x) -> c + 1 (x0 = size - 1)
+    a0 = w0 if at_c else (w1 if below else zero)
+    a1 = w1 if at_c else (w0 if above else zero)
+    d0 = g0 if at_c else (g1 if below else zero)
+    d1 = g1 if at_c else (g0 if above else zero)
+    return c, a0, a1, d0, d1
+
+
+@jit()
+def nearest_tap(x, size, t):
+    """(index, inside) of the nearest pixel (round half to even, like PyTorch)."""
+    r = np.int32(np.rint(x))
+    inside = (r >= np.int32(0)) & (r < np.int32(size))
+    return min(max(r, np.int32(0)), np.int32(size - 1)), inside
+
+
+@jit()
+def bilinear_taps(xs, ys, ka, kb, H, W, off, w00, w01, w10, w11, t):
+    """One offset and four weights per pixel (taps off, off + sx, off + sy, off + sx + sy)."""
+    for k in range(U(ka), U(kb)):
+        cx, ax0, ax1, _, _ = axis_taps(xs[k], W, t)
+        cy, ay0, ay1, _, _ = axis_taps(ys[k], H, t)
+        off[k] = np.uint32(cy * np.int32(W) + cx)
+        w00[k] = ay0 * ax0
+        w01[k] = ay0 * ax1
+        w10[k] = ay1 * ax0
+        w11[k] = ay1 * ax1
+
+
+@jit()
+def interior(a, d, lo, hi, ma, mb):
+    """Narrow [ma, mb) to the m with lo <= a * m + d <= hi (float64 arithmetic)."""
+    if a > 0.0:
+        ma = max(ma, np.ceil((lo - d) / a))
+        mb = min(mb, np.floor((hi - d) / a) + 1.0)
+    elif a < 0.0:
+        ma = max(ma, np.ceil((hi - d) / a))
+        mb = min(mb, np.floor((lo - d) / a) + 1.0)
+    elif not (lo <= d <= hi):
+        mb = ma
+    return ma, max(ma, mb)
+
+
+@jit()
+def interior_2d(cf, b, i, j0, w, H, W):
+    """[ma, mb): the pixels j0 + m (0 <= m < w) of affine output row i whose 2 x 2 taps all
+    lie inside the image with no clipping (so every padding mode is the identity there),
+    with a margin for the rounding of the kernels' own coordinate arithmetic."""
+    if H < 2 or W < 2:
+        return 0, 0
+    m64 = np.float64
+    tol = 1e-4 * (1.0 + H + W)
+    c0, c1, c2 = m64(cf[b, 0]), m64(cf[b, 1]), m64(cf[b, 2])
+    c3, c4, c5 = m64(cf[b, 3]), m64(cf[b, 4]), m64(cf[b, 5])
+    if not np.isfinite(c0 + c1 + c2 + c3 + c4 + c5) or max(abs(c0), abs(c1), abs(c2), abs(c3),
+                                                           abs(c4), abs(c5)) > 1e15:
+        return 0, 0
+    ma, mb = interior(c0, c0 * j0 + c1 * i + c2, tol, W - 1.0 - tol, 0.0, m64(w))
+    ma, mb = interior(c3, c3 * j0 + c4 * i + c5, tol, H - 1.0 - tol, ma, mb)
+    if not (mb > ma):
+        return 0, 0
+    return int(ma), int(mb)
+
+
+@jit()
+def tile_inside(cf, b, i0, h, j0, w, H, W):
+    """Whether every pixel of an affine tile has its 2 x 2 taps inside the image with no
+    clipping (its first and last rows are; the tile's source region is convex)."""
+    ma, mb = interior_2d(cf, b, i0, j0, w, H, W)
+    if ma == 0 and mb == w:
+        ma, mb = interior_2d(cf, b, i0 + h - 1, j0, w, H, W)
+        return ma == 0 and mb == w
+    return False
+
+
+@jit()
+def interior_taps(cf, b, fi0, fj0, ti, tj, ka, kb, W, off, w00, w01, w10, w11, t):
+    """``bilinear_taps`` of affine pixels ka .. kb known to be interior (see ``interior_2d``):
+    no padding, no masks."""
+    one = t(1.0)
+    c0, c1, c2 = cf[b, 0], cf[b, 1], cf[b, 2]
+    c3, c4, c5 = cf[b, 3], cf[b, 4], cf[b, 5]
+    for k in range(U(ka), U(kb)):
+        fi = ti[k] + fi0
+        fj = tj[k] + fj0
+        x = c0 * fj + c1 * fi + c2
+        y = c3 * fj + c4 * fi + c5
+        fx = np.floor(x)
+        fy = np.floor(y)
+        u = x - fx
+        v = y - fy
+        off[k] = np.uint32(np.int32(fy) * np.int32(W) + np.int32(fx))
+        w00[k] = (one - v) * (one - u)
+        w01[k] = (one - v) * u
+        w10[k] = v * (one - u)
+        w11[k] = v * u
+
+
+@jit()
+def grad_taps(xs, ys, ka, kb, H, W, off, ax0, ax1, ay0, ay1, dx0, dx1, dy0, dy1, gx, gy, t):
+    """Taps, weights and weight derivatives per pixel for the backward; zeroes gx, gy."""
+    for k in range(U(ka), U(kb)):
+        cx, ax0[k], ax1[k], dx0[k], dx1[k] = axis_taps(xs[k], W, t)
+        cy, ay0[k], ay1[k], dy0[k], dy1[k] = axis_taps(ys[k], H, t)
+        off[k] = np.uint32(cy * np.int32(W) + cx)
+        gx[k] = t(0.0)
+        gy[k] = t(0.0)
+
+
+@jit()
+def interior_grad_taps(cf, b, fi0, fj0, ti, tj, ka, kb, W, off, ax0, ax1, ay0, ay1, dx0, dx1,
+                       dy0, dy1, mx, my, gx, gy, t):
+    """``grad_taps`` (and padding multipliers 1) for interior affine pixels ka .. kb."""
+    one = t(1.0)
+    c0, c1, c2 = cf[b, 0], cf[b, 1], cf[b, 2]
+    c3, c4, c5 = cf[b, 3], cf[b, 4], cf[b, 5]
+    for k in range(U(ka), U(kb)):
+        fi = ti[k] + fi0
+        fj = tj[k] + fj0
+        x = c0 * fj + c1 * fi + c2
+        y = c3 * fj + c4 * fi + c5
+        fx = np.floor(x)
+        fy = np.floor(y)
+        u = x - fx
+        v = y - fy
+        off[k] = np.uint32(np.int32(fy) * np.int32(W) + np.int32(fx))
+        ax0[k] = one - u
+        ax1[k] = u
+        ay0[k] = one - v
+        ay1[k] = v
+        dx0[k] = -one
+        dx1[k] = one
+        dy0[k] = -one
+        dy1[k] = one
+        mx[k] = one
+        my[k] = one
+        gx[k] = t(0.0)
+        gy[k] = t(0.0)
+
+
+@jit()
+def scatter4(G, bg, c, o, sx, sy, f0, f1, a0, a1, b0, b1):
+    """G[bg, c, tap] += weight * g for the four taps, skipping zero weights: a tap that
+    clamping moved onto a neighbour (weight 0) is never written, so a pixel only ever touches
+    its own footprint -- which the race-free band plan relies on."""
+    zero = f0 - f0
+    if b0 != zero:
+        if a0 != zero:
+            G[bg, c, o] += f0 * a0
+        if a1 != zero:
+            G[bg, c, o + sx] += f0 * a1
+    if b1 != zero:
+        if a0 != zero:
+            G[bg, c, o + sy] += f1 * a0
+        if a1 != zero:
+            G[bg, c, o + sy + sx] += f1 * a1
+
+
+@jit(parallel=True)
+def forward(inp, H, W, cf, out, Ho, Wo, projective, mode, pad, align, TW, L, nchunk):
+    """out[b, c, i*Wo + j] = sampled input at the source of output pixel (i, j).
+
+    Output tiles of tw x th pixels (see ``tiling``), ``nchunk`` contiguous runs of tiles
+    shared among the threads.
+    """
+    B, C = inp.shape[0], inp.shape[1]
+    t = inp.dtype.type
+    zero = t(0.0)
+    tw, th, ntx, nty, wl = tiling(Wo, Ho, TW, L)
+    ti, tj = tile_tables(tw, th, t)
+    ti2, tj2 = tile_tables(wl, th, t)
+    per_img = ntx * nty
+    nblk = B * per_img
+    nchunk = min(nblk, nchunk)
+    sx = np.uint32(1 if W > 1 else 0)
+    sy = np.uint32(W if H > 1 else 0)
+    Lb = tw * th
+    for ch in prange(nchunk):
+        xs = np.empty(Lb, t)
+        ys = np.empty(Lb, t)
+        mx = np.empty(Lb, t)
+        my = np.empty(Lb, t)
+        off = np.empty(Lb, np.uint32)
+        w00 = np.empty(Lb, t)
+        w01 = np.empty(Lb, t)
+        w10 = np.empty(Lb, t)
+        w11 = np.empty(Lb, t)
+        for blk in range(ch * nblk // nchunk, (ch + 1) * nblk // nchunk):
+            b = blk // per_img
+            q = blk - b * per_img
+            ty = q // ntx
+            tx = q - ty * ntx
+            i0 = ty * th
+            j0 = tx * tw
+            w = tw if tx < ntx - 1 else wl
+            h = min(th, Ho - i0)
+            n = w * h
+            tt_i, tt_j = (ti, tj) if w == tw else (ti2, tj2)
+            if mode == BILINEAR and not projective and tile_inside(cf, b, i0, h, j0, w, H, W):
+                # the short path: no padding, no masks
+                interior_taps(cf, b, t(i0), t(j0), tt_i, tt_j, 0, n, W, off, w00, w01, w10, w11,
+                              t)
+            else:
+                source_coords(cf, b, t(i0), t(j0), tt_i, tt_j, 0, n, projective, xs, ys, mx, t)
+                pad_block(xs, ys, mx, my, 0, n, H, W, pad, align, t)
+                if mode == BILINEAR:
+                    bilinear_taps(xs, ys, 0, n, H, W, off, w00, w01, w10, w11, t)
+            if mode == BILINEAR:
+                c = 0
+                while c < C:  # channels in groups of up to 4: one pass over the taps each
+                    if C - c >= 4:
+                        pa, pb, pc, pd = inp[b, c], inp[b, c + 1], inp[b, c + 2], inp[b, c + 3]
+                        oa, ob, oc, od = out[b, c], out[b, c + 1], out[b, c + 2], out[b, c + 3]
+                        for r in range(h):
+                            p0 = U((i0 + r) * Wo + j0 - r * w)  # out[.., p0 + k]: pixel k
+                            for k in range(U(r * w), U(r * w + w)):
+                                o = off[k]
+                                e, f, hh = o + sx, o + sy, o + sy + sx
+                                oa[p0 + k] = (w00[k] * pa[o] + w01[k] * pa[e] + w10[k] * pa[f]
+                                              + w11[k] * pa[hh])
+                                ob[p0 + k] = (w00[k] * pb[o] + w01[k] * pb[e] + w10[k] * pb[f]
+                                              + w11[k] * pb[hh])
+                                oc[p0 + k] = (w00[k] * pc[o] + w01[k] * pc[e] + w10[k] * pc[f]
+                                              + w11[k] * pc[hh])
+                                od[p0 + k] = (w00[k] * pd[o] + w01[k] * pd[e] + w10[k] * pd[f]
+                                              + w11[k] * pd[hh])
+                        c += 4
+                    elif C - c == 3:
+                        pa, pb, pc = inp[b, c], inp[b, c + 1], inp[b, c + 2]
+                        oa, ob, oc = out[b, c], out[b, c + 1], out[b, c + 2]
+                        for r in range(h):
+                            p0 = U((i0 + r) * Wo + j0 - r * w)  # out[.., p0 + k]: pixel k
+                            for k in range(U(r * w), U(r * w + w)):
+                                o = off[k]
+                                e, f, hh = o + sx, o + sy, o + sy + sx
+                                oa[p0 + k] = (w00[k] * pa[o] + w01[k] * pa[e] + w10[k] * pa[f]
+                                              + w11[k] * pa[hh])
+                                ob[p0 + k] = (w00[k] * pb[o] + w01[k] * pb[e] + w10[k] * pb[f]
+                                              + w11[k] * pb[hh])
+                                oc[p0 + k] = (w00[k] * pc[o] + w01[k] * pc[e] + w10[k] * pc[f]
+                                              + w11[k] * pc[hh])
+                        c += 3
+                    else:
+                        pa, oa = inp[b, c], out[b, c]
+                        for r in range(h):
+                            p0 = U((i0 + r) * Wo + j0 - r * w)  # out[.., p0 + k]: pixel k
+                            for k in range(U(r * w), U(r * w + w)):
+                                o = off[k]
+                                oa[p0 + k] = (w00[k] * pa[o] + w01[k] * pa[o + sx]
+                                              + w10[k] * pa[o + sy] + w11[k] * pa[o + sy + sx])
+                        c += 1
+            else:  # nearest: one tap, read only when inside (NaN pixels stay where they are)
+                for k in range(U(n)):
+                    cx, inx = nearest_tap(xs[k], W, t)
+                    cy, iny = nearest_tap(ys[k], H, t)
+                    off[k] = np.uint32(cy * np.int32(W) + cx)
+                    w00[k] = t(1.0) if inx & iny else zero
+                for c in range(C):
+                    pa = inp[b, c]
+                    for r in range(h):
+                        oa = out[b, c, (i0 + r) * Wo + j0:(i0 + r) * Wo + j0 + w]
+                        for m in range(U(w)):
+                            k = U(r * w) + m
+                            oa[m] = pa[off[k]] if w00[k] != zero else zero
+
+
+@jit(reassoc=True)
+def row_sums(gx, gy, mx, my, k0, n, j0):
+    """sum ex j, sum ex, sum ey j, sum ey over pixels k0 .. k0 + n of a tile row (column j0 +
+    m), ex = gx * mx etc., in float64. Reassociation lets the sums vectorise: the order is
+    fixed at compile time, so the bits still repeat from run to run."""
+    s0 = s1 = s2 = s3 = 0.0
+    for m in range(U(n)):
+        k = U(k0) + m
+        ex = np.float64(gx[k] * mx[k])
+        ey = np.float64(gy[k] * my[k])
+        fj = np.float64(m) + j0
+        s0 += ex * fj
+        s1 += ex
+        s2 += ey * fj
+        s3 += ey
+    return s0, s1, s2, s3
+
+
+@jit(reassoc=True)
+def row_sums_projective(gx, gy, mx, my, qs, rx, ry, k0, n, j0, ox, oy):
+    """``row_sums`` with ex, ey scaled by q = 1/w, and sum s j, sum s for
+    s = ex (x - ox) + ey (y - oy) (raw coordinates; guarded so that 0 * inf stays out)."""
+    s0 = s1 = s2 = s3 = s4 = s5 = 0.0
+    for m in range(U(n)):
+        k = U(k0) + m
+        q = np.float64(qs[k])
+        ex = np.float64(gx[k] * mx[k]) * q
+        ey = np.float64(gy[k] * my[k]) * q
+        fj = np.float64(m) + j0
+        s = ex * (np.float64(rx[k]) - ox) if ex != 0.0 else 0.0
+        s += ey * (np.float64(ry[k]) - oy) if ey != 0.0 else 0.0
+        s0 += ex * fj
+        s1 += ex
+        s2 += ey * fj
+        s3 += ey
+        s4 += s * fj
+        s5 += s
+    return s0, s1, s2, s3, s4, s5
+
+
+@jit(parallel=True)
+def backward(inp, H, W, cf, gout, Ho, Wo, projective, mode, pad, align, TW, L, ox, oy,
+             gin, priv, rows, tasks, phases, nslots, need_input, need_theta):
+    """Gradients of ``forward``: input (scatter into ``gin`` / ``priv``) and per-row sums for
+    theta.
+
+    ``tasks`` (T, 7) rows ``(b, c0, c1, r0, r1, buf, g)``: output rows [r0, r1) of image b,
+    channels [c0, c1); the input gradient goes to ``gin[b]`` (buf < 0) or ``priv[buf]``; the
+    row sums to ``rows[b, g]``. Tasks ``phases[p]:phases[p+1]`` run in parallel, phases in
+    order (``nslots`` threads, tasks dealt round-robin); the planner guarantees that tasks of
+    one phase never write the same element. Within a task the order is fixed (tiles in
+    raster order, pixels in raster order, then channels).
+
+    ``rows[b, g, i]`` (float64) receives, over the pixels (i, j) of output row i, with
+    gx = dL/dx, gy = dL/dy (raw pixel coordinates) and q = 1 / w (1 for affine):
+    ``[sum gx q j, sum gx q, sum gy q j, sum gy q, sum s j, sum s]`` where
+    ``s = q (gx (x - ox) + gy (y - oy))`` (projective only). ``numba_cpu`` turns them into
+    d L / d theta. Bilinear: dV/dx = sum_taps v * d weight / dx with the taps of
+    ``axis_taps`` (right derivative at integer knots); times d padded / d raw.
+    """
+    t = inp.dtype.type
+    zero = t(0.0)
+    tw, th, ntx, _, wl = tiling(Wo, Ho, TW, L)
+    ti, tj = tile_tables(tw, th, t)
+    ti2, tj2 = tile_tables(wl, th, t)
+    Lb = tw * th
+    sx = np.uint32(1 if W > 1 else 0)
+    sy = np.uint32(W if H > 1 else 0)
+    bilinear = mode == BILINEAR
+    theta_grad = need_theta and bilinear
+    if need_input:  # zero grad_input here, in parallel (no torch / OpenMP call in between)
+        flat = gin.reshape(gin.size)
+        nz = 8 * nslots
+        for q in prange(nz):
+            flat[q * flat.size // nz:(q + 1) * flat.size // nz] = zero
+    scr = np.empty((nslots, 17, Lb), t)  # per-thread scratch, one row per tile array
+    offs = np.empty((nslots, Lb), np.uint32)
+    for ph in range(phases.shape[0] - 1):
+        for slot in prange(nslots):  # one slot per thread, tasks dealt round-robin
+            xs, ys, qs, mx, my, rx, ry = (scr[slot, 0], scr[slot, 1], scr[slot, 2],
+                                          scr[slot, 3], scr[slot, 4], scr[slot, 5],
+                                          scr[slot, 6])
+            ax0, ax1, ay0, ay1 = scr[slot, 7], scr[slot, 8], scr[slot, 9], scr[slot, 10]
+            dx0, dx1, dy0, dy1 = scr[slot, 11], scr[slot, 12], scr[slot, 13], scr[slot, 14]
+            gx, gy = scr[slot, 15], scr[slot, 16]
+            off = offs[slot]
+            for task in range(phases[ph] + slot, phases[ph + 1], nslots):
+                b, c0, c1, r0, r1, buf, g = (tasks[task, 0], tasks[task, 1], tasks[task, 2],
+                                             tasks[task, 3], tasks[task, 4], tasks[task, 5],
+                                             tasks[task, 6])
+                for i0 in range(r0, r1, th):
+                    h = min(th, r1 - i0)
+                    for tx in range(ntx):
+                        j0 = tx * tw
+                        w = tw if tx < ntx - 1 else wl
+                        n = w * h
+                        tt_i, tt_j = (ti, tj) if w == tw else (ti2, tj2)
+                        if bilinear and not projective and tile_inside(cf, b, i0, h, j0, w, H,
+                                                                       W):
+                            # the short path: no padding, no masks
+                            interior_grad_taps(cf, b, t(i0), t(j0), tt_i, tt_j, 0, n, W, off,
+                                               ax0, ax1, ay0, ay1, dx0, dx1, dy0, dy1, mx, my,
+                                               gx, gy, t)
+                        else:
+                            source_coords(cf, b, t(i0), t(j0), tt_i, tt_j, 0, n, projective, xs,
+                                          ys, qs, t)
+                            if projective and theta_grad:  # raw coordinates, for the w row
+                                for k in range(U(n)):
+                                    rx[k] = xs[k]
+                                    ry[k] = ys[k]
+                            pad_block(xs, ys, mx, my, 0, n, H, W, pad, align, t)
+                            if bilinear:
+                                grad_taps(xs, ys, 0, n, H, W, off, ax0, ax1, ay0, ay1, dx0, dx1,
+                                          dy0, dy1, gx, gy, t)
+                            else:
+                                for k in range(U(n)):
+                                    cx, inx = nearest_tap(xs[k], W, t)
+                                    cy, iny = nearest_tap(ys[k], H, t)
+                                    off[k] = np.uint32(cy * np.int32(W) + cx)
+                                    ax0[k] = t(1.0) if inx & iny else zero
+                        # Scatter / gather, pixel-outer and channel-inner so the taps are read
+                        # once; even then odd pixels of a row, so that consecutive
+                        # read-modify-writes of grad_input rarely hit the same element.
+                        G = priv if buf >= 0 else gin
+                        bg = U(buf if buf >= 0 else b)
+                        ub, uc0, uc1 = U(b), U(c0), U(c1)
+                        for r in range(h):
+                            base = U((i0 + r) * Wo + j0 - r * w)  # gout[.., base + k]: pixel k
+                            ks = r * w
+                            for par in range(2):
+                                for k in range(U(ks + par), U(ks + w), U(2)):
+                                    o = off[k]
+                                    p0 = base + k
+                                    if not bilinear:
+                                        if ax0[k] != zero:
+                                            for c in range(uc0, uc1):
+                                                G[bg, c, o] += gout[ub, c, p0]
+                                        continue
+                                    a0, a1, b0, b1 = ax0[k], ax1[k], ay0[k], ay1[k]
+                                    if theta_grad:
+                                        d0, d1, e0, e1 = dx0[k], dx1[k], dy0[k], dy1[k]
+                                        sgx = zero
+                                        sgy = zero
+                                        for c in range(uc0, uc1):
+                                            e = gout[ub, c, p0]
+                                            v00, v01 = inp[ub, c, o], inp[ub, c, o + sx]
+                                            v10, v11 = inp[ub, c, o + sy], inp[ub, c, o + sy + sx]
+                                            sgx += e * (b0 * (d0 * v00 + d1 * v01)
+                                                        + b1 * (d0 * v10 + d1 * v11))
+                                            sgy += e * (e0 * (a0 * v00 + a1 * v01)
+                                                        + e1 * (a0 * v10 + a1 * v11))
+                                            if need_input:
+                                                f0 = b0 * e
+                                                f1 = b1 * e
+                                                scatter4(G, bg, c, o, sx, sy, f0, f1, a0, a1,
+                                                         b0, b1)
+                                        gx[k] = sgx
+                                        gy[k] = sgy
+                                    elif need_input:
+                                        for c in range(uc0, uc1):
+                                            e = gout[ub, c, p0]
+                                            f0 = b0 * e
+                                            f1 = b1 * e
+                                            scatter4(G, bg, c, o, sx, sy, f0, f1, a0, a1, b0, b1)
+                        if theta_grad:
+                            for r in range(h):  # per-row sums (float64)
+                                i = i0 + r
+                                k0 = r * w
+                                if projective:
+                                    s0, s1, s2, s3, s4, s5 = row_sums_projective(
+                                        gx, gy, mx, my, qs, rx, ry, k0, w, j0, ox, oy)
+                                    rows[b, g, i, 4] += s4
+                                    rows[b, g, i, 5] += s5
+                                else:
+                                    s0, s1, s2, s3 = row_sums(gx, gy, mx, my, k0, w, j0)
+                                rows[b, g, i, 0] += s0
+                                rows[b, g, i, 1] += s1
+                                rows[b, g, i, 2] += s2
+                                rows[b, g, i, 3] += s3

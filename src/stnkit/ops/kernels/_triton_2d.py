@@ -1,0 +1,352 @@
+"""Triton kernels of the fused 2-D warp: affine / projective, bilinear / nearest.
+
+Layout: ``inp`` (B, C, H*W), ``out`` / ``gout`` (B, C, Ho*Wo), contiguous, float32 or float64.
+``cf`` (B, 9) in the input's dtype maps output pixel indices (j, i) to input *pixel*
+coordinates, both unnormalisations folded in (see ``triton_gpu._coefficients``):
+
+    affine:      x = cf0 j + cf1 i + cf2,                 y = cf3 j + cf4 i + cf5
+    projective:  x = (cf0 j + cf1 i + cf2) / w,           y = (cf3 j + cf4 i + cf5) / w,
+                 w = cf6 j + cf7 i + cf8   (w <= 0: outside)
+
+One program handles ``BLOCK`` consecutive output pixels of one image (grid ``(cdiv(Ho*Wo,
+BLOCK), B)``) and loops over the channels, so a pixel's coordinate and taps are computed once.
+Padding codes: 0 zeros, 1 border, 2 reflection; modes: 0 bilinear, 1 nearest. A coordinate
+outside in every padding mode (NaN, +-Inf, w <= 0) becomes -2: all its taps lie outside.
+Spatial indices are int32 (``supports`` requires H*W < 2**31); batch / channel offsets int64.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+BILINEAR, NEAREST = 0, 1
+ZEROS, BORDER, REFLECTION = 0, 1, 2
+
+
+@triton.jit
+def _source(cf, b, i, j, PROJ: tl.constexpr):
+    """Raw input pixel coordinates (x, y) of output pixels (i, j) of image b, and q = 1 / w
+    (projective; 1 for affine). NaN where w <= 0 (q = 0 there)."""
+    c0 = tl.load(cf + b * 9 + 0)
+    c1 = tl.load(cf + b * 9 + 1)
+    c2 = tl.load(cf + b * 9 + 2)
+    c3 = tl.load(cf + b * 9 + 3)
+    c4 = tl.load(cf + b * 9 + 4)
+    c5 = tl.load(cf + b * 9 + 5)
+    fj = j.to(c0.dtype)
+    fi = i.to(c0.dtype)
+    x = c0 * fj + c1 * fi + c2
+    y = c3 * fj + c4 * fi + c5
+    if PROJ:
+        c6 = tl.load(cf + b * 9 + 6)
+        c7 = tl.load(cf + b * 9 + 7)
+        c8 = tl.load(cf + b * 9 + 8)
+        w = c6 * fj + c7 * fi + c8
+        ok = w > 0.0
+        wd = tl.where(ok, w, 1.0)
+        nan = float("nan")
+        x = tl.where(ok, x / wd, nan)
+        y = tl.where(ok, y / wd, nan)
+        q = tl.where(ok, 1.0 / wd, 0.0)
+    else:
+        q = tl.full(x.shape, 1.0, x.dtype)
+    return x, y, q
+
+
+@triton.jit
+def _snap(x, tol):
+    """Pixel coordinates within ``tol`` (2 eps size) of an integer onto it, as
+    ``stnkit.ops.sample`` does (identity is exact; knots get the stated sub-gradient)."""
+    r = tl.floor(x + 0.5)
+    return tl.where(tl.abs(x - r) <= tol, r, x)
+
+
+@triton.jit
+def _pad(x, size, PAD: tl.constexpr, ALIGN: tl.constexpr):
+    """Padding of pixel coordinate x on an axis of ``size`` pixels: (x', m), x' finite in
+    [-2, size + 1] ([0, size - 1] for border / reflection unless outside), m = d x' / d x."""
+    zero = tl.zeros(x.shape, x.dtype)
+    one = zero + 1.0
+    fsize = zero + size  # the axis length as a tensor of x's dtype
+    if PAD == 0:
+        # beyond [-2, size + 1] every tap is outside: clamp there (keeps int casts safe)
+        lo = x > -2.0  # False for NaN / -Inf
+        hi = x < fsize + 1.0
+        xs = tl.where(lo, tl.where(hi, x, fsize + 1.0), zero - 2.0)
+        m = tl.where(lo & hi, one, zero)
+    else:
+        finite = tl.abs(x) < float("inf")  # NaN / +-Inf: outside in every padding mode
+        xs = tl.where(finite, x, zero)
+        m = one
+        if PAD == 2:
+            if ALIGN:
+                low = zero
+                span = fsize - 1.0
+            else:
+                low = zero - 0.5
+                span = fsize
+            u = xs - low
+            span2 = tl.maximum(span + span, one)  # span 0 (one pixel, align_corners): below
+            extra = tl.abs(u) % span2  # fmod (huge coordinates: see triton_gpu's docstring)
+            flip = extra > span
+            extra = tl.where(flip, span + span - extra, extra)
+            xs = tl.where(span > 0.0, extra + low, zero)
+            m = tl.where(flip != (u < 0.0), -one, one)
+        hi = fsize - 1.0
+        inner = (xs > 0.0) & (xs < hi)
+        xs = tl.minimum(tl.maximum(xs, zero), hi)
+        m = tl.where(inner, m, zero)
+        xs = tl.where(finite, xs, zero - 2.0)
+        m = tl.where(finite, m, zero)
+    return xs, m
+
+
+@triton.jit
+def _coords(cf, b, i, j, H, W, tolx, toly, PROJ: tl.constexpr, MODE: tl.constexpr,
+            PAD: tl.constexpr, ALIGN: tl.constexpr):
+    """(x, y, mx, my, xr, yr, q): padded coordinates, their multipliers d padded / d raw, raw
+    coordinates and q = 1 / w."""
+    xr, yr, q = _source(cf, b, i, j, PROJ)
+    x = xr
+    y = yr
+    if MODE == 0:
+        x = _snap(x, tolx)
+        y = _snap(y, toly)
+    x, mx = _pad(x, W, PAD, ALIGN)
+    y, my = _pad(y, H, PAD, ALIGN)
+    return x, y, mx, my, xr, yr, q
+
+
+@triton.jit
+def _taps(x, size):
+    """Bilinear taps floor(x), floor(x) + 1 of a padded coordinate: (x0, u, in0, in1) with
+    weights (1 - u, u) and d weight / d x = (-1, +1): the right derivative at knots."""
+    f = tl.floor(x)
+    u = x - f
+    x0 = f.to(tl.int32)
+    in0 = (x0 >= 0) & (x0 < size)
+    in1 = (x0 >= -1) & (x0 < size - 1)
+    return x0, u, in0, in1
+
+
+@triton.jit
+def _nearest(x, size):
+    """(index, inside) of the nearest pixel, ties to even (like torch.round / PyTorch)."""
+    f = tl.floor(x)
+    d = x - f
+    odd = (f - 2.0 * tl.floor(f * 0.5)) == 1.0
+    r = tl.where((d > 0.5) | ((d == 0.5) & odd), f + 1.0, f)
+    ri = r.to(tl.int32)
+    return ri, (ri >= 0) & (ri < size)
+
+
+@triton.jit
+def forward_kernel(inp, cf, out, C, H, W, Ho, Wo, tolx, toly, PROJ: tl.constexpr,
+                   MODE: tl.constexpr, PAD: tl.constexpr, ALIGN: tl.constexpr,
+                   BLOCK: tl.constexpr):
+    """out[b, c, i*Wo + j] = input sampled at the source of output pixel (i, j)."""
+    pid = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    Pl = b * 0 + H * W  # int64 copies: c * P can pass 2**31
+    Nl = b * 0 + Ho * Wo
+    N = Ho * Wo
+    P = H * W
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    live = offs < N
+    i = offs // Wo
+    j = offs % Wo
+    x, y, _mx, _my, _xr, _yr, _q = _coords(cf, b, i, j, H, W, tolx, toly, PROJ, MODE, PAD,
+                                           ALIGN)
+    in_base = inp + b * C * P
+    out_base = out + b * C * N
+    if MODE == 0:
+        x0, u, inx0, inx1 = _taps(x, W)
+        y0, v, iny0, iny1 = _taps(y, H)
+        o = y0 * W + x0
+        m00 = live & iny0 & inx0
+        m01 = live & iny0 & inx1
+        m10 = live & iny1 & inx0
+        m11 = live & iny1 & inx1
+        w00 = (1.0 - v) * (1.0 - u)
+        w01 = (1.0 - v) * u
+        w10 = v * (1.0 - u)
+        w11 = v * u
+        for c in range(C):
+            src = in_base + c * Pl
+            v00 = tl.load(src + o, mask=m00, other=0.0)
+            v01 = tl.load(src + o + 1, mask=m01, other=0.0)
+            v10 = tl.load(src + o + W, mask=m10, other=0.0)
+            v11 = tl.load(src + o + W + 1, mask=m11, other=0.0)
+            val = w00 * v00 + w01 * v01 + w10 * v10 + w11 * v11
+            tl.store(out_base + c * Nl + offs, val, mask=live)
+    else:
+        xi, inx = _nearest(x, W)
+        yi, iny = _nearest(y, H)
+        o = yi * W + xi
+        mk = live & inx & iny
+        for c in range(C):
+            val = tl.load(in_base + c * Pl + o, mask=mk, other=0.0)
+            tl.store(out_base + c * Nl + offs, val, mask=live)
+
+
+@triton.jit
+def backward_kernel(inp, cf, gout, gin, part, C, H, W, Ho, Wo, tolx, toly, NBLK,
+                    PROJ: tl.constexpr, MODE: tl.constexpr, PAD: tl.constexpr,
+                    ALIGN: tl.constexpr, SCATTER: tl.constexpr, THETA: tl.constexpr,
+                    BLOCK: tl.constexpr):
+    """Gradients of ``forward_kernel``.
+
+    SCATTER: grad_input by atomic adds (the fast, non-deterministic mode). THETA: this
+    program's sums of dL/dcf into ``part[b, pid, :]`` (float64, 6 or 9 entries): with
+    e = dL/d pixel coordinate (times d padded / d raw) and q = 1 / w,
+    affine rows (ex j, ex i, ex, ey j, ey i, ey); projective (q ex (j, i, 1), q ey (j, i, 1),
+    s (j, i, 1)) with s = -q (ex x + ey y) (raw x, y). Bilinear only (nearest: zero).
+    dV/dx = sum_taps v * wy * d wx / dx with d wx / dx = (-1, +1) (right derivative at knots).
+    """
+    pid = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    Pl = b * 0 + H * W  # int64 copies: c * P can pass 2**31
+    Nl = b * 0 + Ho * Wo
+    N = Ho * Wo
+    P = H * W
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    live = offs < N
+    i = offs // Wo
+    j = offs % Wo
+    x, y, mx, my, xr, yr, q = _coords(cf, b, i, j, H, W, tolx, toly, PROJ, MODE, PAD, ALIGN)
+    in_base = inp + b * C * P
+    g_base = gout + b * C * N
+    gi_base = gin + b * C * P
+    if MODE == 0:
+        x0, u, inx0, inx1 = _taps(x, W)
+        y0, v, iny0, iny1 = _taps(y, H)
+        o = y0 * W + x0
+        m00 = live & iny0 & inx0
+        m01 = live & iny0 & inx1
+        m10 = live & iny1 & inx0
+        m11 = live & iny1 & inx1
+        w00 = (1.0 - v) * (1.0 - u)
+        w01 = (1.0 - v) * u
+        w10 = v * (1.0 - u)
+        w11 = v * u
+        gx = tl.zeros(x.shape, x.dtype)
+        gy = tl.zeros(x.shape, x.dtype)
+        for c in range(C):
+            g = tl.load(g_base + c * Nl + offs, mask=live, other=0.0)
+            if THETA:
+                src = in_base + c * Pl
+                v00 = tl.load(src + o, mask=m00, other=0.0)
+                v01 = tl.load(src + o + 1, mask=m01, other=0.0)
+                v10 = tl.load(src + o + W, mask=m10, other=0.0)
+                v11 = tl.load(src + o + W + 1, mask=m11, other=0.0)
+                gx += g * ((1.0 - v) * (v01 - v00) + v * (v11 - v10))
+                gy += g * ((1.0 - u) * (v10 - v00) + u * (v11 - v01))
+            if SCATTER:  # zero-weight taps are never written (as the numba backend)
+                dst = gi_base + c * Pl + o
+                tl.atomic_add(dst, g * w00, mask=m00 & (w00 != 0.0), sem="relaxed")
+                tl.atomic_add(dst + 1, g * w01, mask=m01 & (w01 != 0.0), sem="relaxed")
+                tl.atomic_add(dst + W, g * w10, mask=m10 & (w10 != 0.0), sem="relaxed")
+                tl.atomic_add(dst + W + 1, g * w11, mask=m11 & (w11 != 0.0), sem="relaxed")
+        if THETA:
+            fj = j.to(x.dtype)
+            fi = i.to(x.dtype)
+            ex = tl.where(live, gx * mx * q, 0.0)
+            ey = tl.where(live, gy * my * q, 0.0)
+            pb = part + (b * NBLK + pid) * (9 if PROJ else 6)
+            tl.store(pb + 0, tl.sum(ex * fj, axis=0).to(tl.float64))
+            tl.store(pb + 1, tl.sum(ex * fi, axis=0).to(tl.float64))
+            tl.store(pb + 2, tl.sum(ex, axis=0).to(tl.float64))
+            tl.store(pb + 3, tl.sum(ey * fj, axis=0).to(tl.float64))
+            tl.store(pb + 4, tl.sum(ey * fi, axis=0).to(tl.float64))
+            tl.store(pb + 5, tl.sum(ey, axis=0).to(tl.float64))
+            if PROJ:  # 0 * inf guarded: a point with zero gradient adds nothing
+                s = -(tl.where(ex != 0.0, ex * xr, 0.0) + tl.where(ey != 0.0, ey * yr, 0.0))
+                tl.store(pb + 6, tl.sum(s * fj, axis=0).to(tl.float64))
+                tl.store(pb + 7, tl.sum(s * fi, axis=0).to(tl.float64))
+                tl.store(pb + 8, tl.sum(s, axis=0).to(tl.float64))
+    else:
+        if SCATTER:
+            xi, inx = _nearest(x, W)
+            yi, iny = _nearest(y, H)
+            o = yi * W + xi
+            mk = live & inx & iny
+            for c in range(C):
+                g = tl.load(g_base + c * Nl + offs, mask=live, other=0.0)
+                tl.atomic_add(gi_base + c * Pl + o, g, mask=mk, sem="relaxed")
+
+
+@triton.jit
+def keys_kernel(cf, keys, H, W, Ho, Wo, tolx, toly, SENTINEL, PROJ: tl.constexpr,
+                MODE: tl.constexpr, PAD: tl.constexpr, ALIGN: tl.constexpr,
+                NT: tl.constexpr, BLOCK: tl.constexpr):
+    """Deterministic backward, step 1: for tap t of output pixel n of image b, the flat
+    input pixel it writes, ``keys[(b N + n) NT + t] = b H W + tap`` (``SENTINEL`` for taps
+    outside the image or of weight 0). NT = 4 (bilinear) or 1 (nearest)."""
+    pid = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    N = Ho * Wo
+    P = H * W
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    live = offs < N
+    i = offs // Wo
+    j = offs % Wo
+    x, y, _mx, _my, _xr, _yr, _q = _coords(cf, b, i, j, H, W, tolx, toly, PROJ, MODE, PAD,
+                                           ALIGN)
+    dst = keys + (b * N + offs) * NT
+    if MODE == 0:
+        x0, u, inx0, inx1 = _taps(x, W)
+        y0, v, iny0, iny1 = _taps(y, H)
+        o = b * P + (y0 * W + x0)
+        m00 = iny0 & inx0 & ((1.0 - v) * (1.0 - u) != 0.0)
+        m01 = iny0 & inx1 & ((1.0 - v) * u != 0.0)
+        m10 = iny1 & inx0 & (v * (1.0 - u) != 0.0)
+        m11 = iny1 & inx1 & (v * u != 0.0)
+        tl.store(dst + 0, tl.where(m00, o, SENTINEL), mask=live)
+        tl.store(dst + 1, tl.where(m01, o + 1, SENTINEL), mask=live)
+        tl.store(dst + 2, tl.where(m10, o + W, SENTINEL), mask=live)
+        tl.store(dst + 3, tl.where(m11, o + W + 1, SENTINEL), mask=live)
+    else:
+        xi, inx = _nearest(x, W)
+        yi, iny = _nearest(y, H)
+        o = b * P + (yi * W + xi)
+        tl.store(dst, tl.where(inx & iny, o, SENTINEL), mask=live)
+
+
+@triton.jit
+def gather_kernel(cf, gout, gin, perm, bounds, C, H, W, Ho, Wo, tolx, toly, TOTAL,
+                  PROJ: tl.constexpr, MODE: tl.constexpr, PAD: tl.constexpr,
+                  ALIGN: tl.constexpr, NT: tl.constexpr, BLOCK: tl.constexpr):
+    """Deterministic backward, step 2: input pixel q = b H W + p sums, in ascending order of
+    (output pixel, tap), the contributions listed in ``perm[bounds[q]:bounds[q + 1]]`` (the
+    stable sort of ``keys``), recomputing each tap's weight. No atomics: same bits every run."""
+    q = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    live = q < TOTAL
+    N = Ho * Wo
+    P = H * W
+    start = tl.load(bounds + q, mask=live, other=0)
+    n = tl.load(bounds + q + 1, mask=live, other=0) - start
+    longest = tl.max(n, axis=0)
+    b = tl.where(live, q // P, 0)  # lanes past the end read image 0's coefficients
+    for c in range(C):
+        acc = tl.zeros([BLOCK], gout.dtype.element_ty)
+        for k in range(longest):
+            ok = k < n
+            e = tl.load(perm + start + k, mask=ok, other=0)
+            bn = e // NT  # b N + output pixel
+            tap = (e % NT).to(tl.int32)
+            on = tl.where(ok, bn - b * N, 0)
+            i = (on // Wo).to(tl.int32)
+            j = (on % Wo).to(tl.int32)
+            x, y, _mx, _my, _xr, _yr, _q = _coords(cf, b, i, j, H, W, tolx, toly, PROJ,
+                                                   MODE, PAD, ALIGN)
+            g = tl.load(gout + (b * C + c) * N + on, mask=ok, other=0.0)
+            if MODE == 0:
+                u = x - tl.floor(x)
+                v = y - tl.floor(y)
+                wx = tl.where((tap % 2) == 1, u, 1.0 - u)
+                wy = tl.where(tap >= 2, v, 1.0 - v)
+                acc += tl.where(ok, g * (wy * wx), 0.0)
+            else:
+                acc += tl.where(ok, g, 0.0)
+        tl.store(gin + (b * C + c) * P + (q - b * P), acc, mask=live)

@@ -1,0 +1,291 @@
+"""Fused GPU warp kernels (Triton): the sampling grid is never materialised.
+
+Each output pixel's source coordinate is computed on the fly from theta and sampled at once
+(affine and projective 2-D, affine 3-D; bilinear and nearest; zeros / border / reflection
+padding; both ``align_corners``; float32 and float64). Same results as the ``"torch"`` backend
+(``affine_grid`` / ``projective_grid`` + ``stnkit.ops.sample``: ``F.grid_sample`` semantics,
+NaN/Inf or w <= 0 points outside, pixel coordinates within 2 eps size of an integer snapped
+onto it), up to float rounding. TPS and bicubic run on the torch backend (``supports``
+says so).
+
+Backward (``torch.autograd.Function``; double backward is not supported):
+
+- grad_theta directly: each program of ``BLOCK`` output pixels stores its sums of
+  dL/dx * (j, i, 1), dL/dy * (j, i, 1) (and the w row for projective; (j, i, k, 1) and z in
+  3-D) into a (B, programs, 6 | 9 | 12) float64 buffer, which torch sums in a fixed order;
+  ``_theta_grad`` chains the result to theta: deterministic in both modes, and no
+  (B, H, W, 2) grid gradient exists.
+- grad_input, fast mode: atomic adds into (B, C, H, W) (order varies from run to run).
+- grad_input, ``deterministic=True`` (or ``torch.use_deterministic_algorithms``): a race-free
+  "pull" for any map: one kernel writes, for each (output pixel, tap), the input pixel it
+  touches; a stable ``torch.sort`` groups them by input pixel; a second kernel lets each
+  input pixel sum its list in ascending (output pixel, tap) order, recomputing the tap
+  weights. Same bits on every run; costs a sort of 4 (3-D: 8) keys per output pixel
+  (int32 keys and int64 positions: about 16-20 bytes a tap of extra memory at the peak,
+  freed at the end of the backward).
+
+Under ``TRITON_INTERPRET=1`` (Triton's CPU interpreter) CPU tensors are accepted, so the
+kernels can be tested without a GPU (slowly: tiny shapes only).
+
+Limits: fewer than 2**31 pixels per channel on either side (int32 spatial offsets) and at
+most 65535 images. Reflection padding of finite coordinates more than about 2**24 image sizes
+away (float32) relies on the GPU's float remainder, which may not be exact there; such points
+still land inside the image (they are clipped after the fold).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from stnkit._checks import fail
+
+try:
+    import triton
+except ImportError as e:  # optional dependency: the "gpu" extra
+    triton = None
+    _IMPORT_ERROR = str(e)
+else:
+    _IMPORT_ERROR = ""
+
+__all__ = ["supports", "warp"]
+
+_MODES = {"bilinear": 0, "nearest": 1}
+_PADS = {"zeros": 0, "border": 1, "reflection": 2}
+_BLOCK = 256  # output pixels a program
+_GATHER_BLOCK = 128  # input pixels a program (deterministic backward)
+_MAX_PLANE = 2**31  # pixels per channel: int32 spatial indices
+_MAX_GRID_Y = 65535  # the batch runs along CUDA's grid y
+# Compile options of every launch. FMA contraction is asked for explicitly (Triton 3.9 warns when
+# it is left to its default, and the default changes in 3.10): it is what PyTorch's CUDA
+# kernels do too, and keeps identity exact (weights 1 and 0).
+_OPTIONS = {"enable_fp_fusion": True, "num_warps": 4}
+
+
+def _interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def supports(input: Tensor, theta: Tensor, *, transform: str, mode: str,
+             padding_mode: str) -> str | None:
+    """None if the triton kernels handle this call, else a one-line reason."""
+    if triton is None:
+        return f"triton cannot be imported: {_IMPORT_ERROR}; pip install 'stnkit[gpu]'"
+    if not input.is_cuda and not (_interpreted() and input.device.type == "cpu"):
+        return f"the triton kernels run on CUDA tensors only (input is on {input.device})"
+    if input.dtype not in (torch.float32, torch.float64):
+        return f"the triton kernels support float32 and float64 only (got {input.dtype})"
+    if transform not in ("affine", "projective"):
+        return f"transform {transform!r} runs on the torch backend (triton: affine, projective)"
+    if input.dim() == 5 and transform != "affine":
+        return "5-D input supports the affine transform only"
+    if mode not in _MODES:
+        return f"mode {mode!r} runs on the torch backend (triton: bilinear, nearest)"
+    if padding_mode not in _PADS:
+        return f"unknown padding_mode {padding_mode!r}"
+    if math.prod(input.shape[2:]) >= _MAX_PLANE:
+        return "the input has 2**31 or more pixels per channel (32-bit offsets)"
+    if input.shape[0] > _MAX_GRID_Y:
+        return f"batch larger than {_MAX_GRID_Y} (CUDA grid limit)"
+    return None
+
+
+def warp(input: Tensor, theta: Tensor, *, transform: str, size: tuple[int, ...], mode: str,
+         padding_mode: str, align_corners: bool, deterministic: bool) -> Tensor:
+    """Fused grid + sample (arguments already validated by ``stnkit.ops.warp``).
+
+    Args:
+        input: (B, C, H, W) or (B, C, D, H, W), float32 / float64, CUDA (or CPU under
+            ``TRITON_INTERPRET=1``).
+        theta: (B, 2, 3) affine, (B, 3, 3) projective or (B, 3, 4) 3-D affine, same dtype
+            and device.
+        size: (H_out, W_out) or (D_out, H_out, W_out).
+        deterministic: grad_input by the sorted pull instead of atomics (module docstring).
+    Returns:
+        (B, C, *size).
+    """
+    if math.prod(size) >= _MAX_PLANE:
+        fail("warp", "size", "fewer than 2**31 output pixels per channel with backend "
+             "'triton'", repr(tuple(size)))
+    return _Warp.apply(input, theta, transform == "projective", tuple(size), _MODES[mode],
+                       _PADS[padding_mode], align_corners, deterministic)
+
+
+# ---------------------------------------------------------------------------------------------
+# Coefficients: theta -> output pixel index (j, i) to input pixel coordinates, and back
+# ---------------------------------------------------------------------------------------------
+
+
+def _axis(n_out: int, n_in: int, align: bool) -> tuple[float, float, float, float]:
+    """(a, b, s, o): output pixel j sits at normalised a*j + b; normalised x sits at input
+    pixel s*x + o."""
+    if align:
+        a, b = (2.0 / (n_out - 1), -1.0) if n_out > 1 else (0.0, 0.0)
+        s = (n_in - 1) / 2.0
+    else:
+        a, b = 2.0 / n_out, 1.0 / n_out - 1.0
+        s = n_in / 2.0
+    return a, b, s, (n_in - 1) / 2.0
+
+
+def _output_matrix(axes, ref: Tensor) -> Tensor:
+    """P (nd + 1, nd + 1) float64: normalised output point (x, y[, z], 1) = P @ (j, i[, k], 1)."""
+    nd = len(axes)
+    P = torch.zeros(nd + 1, nd + 1, dtype=torch.float64, device=ref.device)
+    for d, ax in enumerate(axes):
+        P[d, d], P[d, nd] = ax[0], ax[1]
+    P[nd, nd] = 1.0
+    return P
+
+
+def _scales(axes, ref: Tensor, which: int) -> Tensor:
+    """(nd,) float64: entry ``which`` of every axis (2: s, 3: o of ``_axis``)."""
+    return torch.tensor([ax[which] for ax in axes], dtype=torch.float64, device=ref.device)
+
+
+def _coefficients(theta: Tensor, projective: bool, axes) -> Tensor:
+    """(B, 9) (2-D) or (B, 12) (3-D) float64 (see ``_triton_2d`` / ``_triton_3d``): row r
+    maps (j, i[, k], 1) to input pixel coordinate r (numerator for projective, whose third
+    row is w). Affine 2-D leaves entries 6..8 at 0."""
+    B, nd = theta.shape[0], len(axes)
+    P = _output_matrix(axes, theta)
+    m = theta.detach().double() @ P  # (B, rows, nd + 1): normalised rows in output indices
+    s, o = _scales(axes, theta, 2), _scales(axes, theta, 3)
+    if projective:  # pixel = (s u + o w) / w
+        cf = torch.empty(B, 3, 3, dtype=torch.float64, device=theta.device)
+        cf[:, :2] = s[None, :, None] * m[:, :2] + o[None, :, None] * m[:, 2:3]
+        cf[:, 2] = m[:, 2]
+    else:
+        cf = torch.zeros(B, 3, nd + 1, dtype=torch.float64, device=theta.device)
+        cf[:, :nd] = s[None, :, None] * m
+        cf[:, :nd, nd] += o
+    return cf.reshape(B, cf.shape[1] * cf.shape[2])
+
+
+def _theta_grad(dcf: Tensor, projective: bool, axes) -> Tensor:
+    """d L / d theta (float64) from d L / d cf (B, rows, nd + 1): the chain of
+    ``_coefficients``."""
+    nd = len(axes)
+    P = _output_matrix(axes, dcf)
+    s = _scales(axes, dcf, 2)
+    if projective:
+        o = _scales(axes, dcf, 3)
+        dm = torch.empty_like(dcf)
+        dm[:, :2] = s[None, :, None] * dcf[:, :2]
+        dm[:, 2] = dcf[:, 2] + (o[None, :, None] * dcf[:, :2]).sum(dim=1)
+    else:
+        dm = s[None, :, None] * dcf[:, :nd]
+    return dm @ P.T
+
+
+def _snap_tol(size: int, dtype: torch.dtype) -> float:
+    """The snapping distance of ``stnkit.ops.sample._snap``: 2 eps size."""
+    return 2 * torch.finfo(dtype).eps * max(size, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# autograd.Function
+# ---------------------------------------------------------------------------------------------
+
+
+def _device_guard(t: Tensor):
+    """Launch on ``t``'s GPU (Triton launches on the current device)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+class _Warp(torch.autograd.Function):
+    """output = sample(input, grid(theta)) computed without the grid; backward as described
+    in the module docstring (formulas in ``_triton_2d`` / ``_triton_3d.backward_kernel``)."""
+
+    @staticmethod
+    def forward(ctx, input, theta, projective, size, mode, pad, align, deterministic):
+        nd = input.dim() - 2
+        B, C = input.shape[:2]
+        in_size = tuple(input.shape[2:])
+        # axes in (x, y[, z]) order: x runs along the last dimension
+        axes = [_axis(size[nd - 1 - d], in_size[nd - 1 - d], align) for d in range(nd)]
+        cf = _coefficients(theta, projective, axes).to(input.dtype).contiguous()
+        x = input.contiguous()
+        out = torch.empty((B, C, *size), dtype=input.dtype, device=input.device)
+        ctx.save_for_backward(x, cf)
+        ctx.args = (projective, size, mode, pad, align, deterministic, axes)
+        if out.numel() == 0:
+            return out
+        k, dims, tols = _launch_args(x, size, axes)
+        flags = {"MODE": mode, "PAD": pad, "ALIGN": align, "BLOCK": _BLOCK}
+        if nd == 2:
+            flags["PROJ"] = projective
+        with _device_guard(input):
+            k.forward_kernel[(triton.cdiv(math.prod(size), _BLOCK), B)](
+                x, cf, out, C, *dims, *tols, **flags, **_OPTIONS)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x, cf = ctx.saved_tensors
+        projective, size, mode, pad, align, deterministic, axes = ctx.args
+        nd = x.dim() - 2
+        need_input, need_theta_out = ctx.needs_input_grad[:2]
+        need_theta = need_theta_out and mode == 0  # nearest: zero grid gradient
+        B, C = x.shape[:2]
+        N, P = math.prod(size), math.prod(x.shape[2:])
+        dev, dt = x.device, x.dtype
+        theta_shape = (B, 3, 3) if projective else (B, nd, nd + 1)
+        gin = torch.zeros_like(x) if need_input else None
+        gtheta = torch.zeros(theta_shape, dtype=dt, device=dev) if need_theta_out else None
+        if x.numel() == 0 or N == 0 or not (need_input or need_theta):
+            return gin, gtheta, None, None, None, None, None, None
+        g = grad_out.contiguous()
+        k, dims, tols = _launch_args(x, size, axes)
+        flags = {"MODE": mode, "PAD": pad, "ALIGN": align}
+        if nd == 2:
+            flags["PROJ"] = projective
+        scatter = need_input and not deterministic
+        nblk = triton.cdiv(N, _BLOCK)
+        nk = (9 if projective else 6) if nd == 2 else 12
+        part = torch.empty((B, nblk if need_theta else 0, nk), dtype=torch.float64,
+                           device=dev)
+        dummy = torch.empty(1, dtype=dt, device=dev)
+        with _device_guard(x):
+            if scatter or need_theta:
+                k.backward_kernel[(nblk, B)](
+                    x, cf, g, gin if scatter else dummy, part, C, *dims, *tols, nblk,
+                    SCATTER=scatter, THETA=need_theta, BLOCK=_BLOCK, **flags, **_OPTIONS)
+            if need_input and deterministic:
+                nt = 2**nd if mode == 0 else 1
+                total = B * P
+                # int32 keys where they fit: half the sort's traffic
+                kt = torch.int32 if total < 2**31 - 1 else torch.int64
+                keys = torch.empty(B * N * nt, dtype=kt, device=dev)
+                k.keys_kernel[(nblk, B)](cf, keys, *dims, *tols, total, NT=nt, BLOCK=_BLOCK,
+                                         **flags, **_OPTIONS)
+                sorted_keys, perm = torch.sort(keys, stable=True)
+                del keys
+                bounds = torch.searchsorted(
+                    sorted_keys, torch.arange(total + 1, dtype=kt, device=dev))
+                del sorted_keys
+                k.gather_kernel[(triton.cdiv(total, _GATHER_BLOCK),)](
+                    cf, g, gin, perm, bounds, C, *dims, *tols, total, NT=nt,
+                    BLOCK=_GATHER_BLOCK, **flags, **_OPTIONS)
+        if need_theta:
+            dcf = part.sum(dim=1).reshape(B, nk // (nd + 1), nd + 1)  # fixed order
+            gtheta = _theta_grad(dcf, projective, axes).to(dt)
+        return gin, gtheta, None, None, None, None, None, None
+
+
+def _launch_args(x: Tensor, size, axes):
+    """(kernel module, spatial sizes (input then output), snapping distances (x, y[, z]))."""
+    if x.dim() == 4:
+        from stnkit.ops.kernels import _triton_2d as k
+    else:
+        from stnkit.ops.kernels import _triton_3d as k
+    nd = x.dim() - 2
+    in_size = tuple(x.shape[2:])
+    tols = tuple(_snap_tol(in_size[nd - 1 - d], x.dtype) for d in range(nd))
+    return k, (*in_size, *size), tols

@@ -19,3 +19,12 @@ def test_readme_python_block_runs(index):
     namespace: dict = {}
     for block in BLOCKS[: index + 1]:
         exec(compile(block, f"README.md block {index}", "exec"), namespace)
+
+
+def test_ci_runs_the_readme_test_command():
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Run the tests", 1)[1]
+    command = re.search(r"```bash\n(.*?)\n```", section, flags=re.S).group(1).strip()
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
+    assert command in ci.splitlines(), f"README test command {command!r} is not a line of .ci/run"
+    assert "torch==2.13.0" in command

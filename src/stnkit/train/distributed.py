@@ -1,0 +1,96 @@
+"""Running under ``torchrun``: process group, sharding helpers, agreement between ranks.
+
+``torchrun --nproc_per_node=N -m stnkit train ...`` sets ``RANK``, ``WORLD_SIZE`` and
+``LOCAL_RANK``; :func:`setup` reads them and joins the group (gloo on CPU, NCCL on CUDA).
+Without them everything here is a no-op and the run is a plain single process. Rank 0 alone
+writes files; every decision that ends a run (Ctrl-C, divergence, an error during setup) is
+agreed on by all ranks so none is left waiting.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+__all__ = ["Dist", "setup"]
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialised_here: bool = False
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def _comm_device(self) -> torch.device:
+        # NCCL only moves CUDA tensors; gloo moves CPU ones.
+        return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+    def all_sum(self, t: Tensor) -> Tensor:
+        """Sum of ``t`` (float64 vector) over ranks; ``t`` itself is left as it was."""
+        if not self.enabled:
+            return t
+        buf = t.to(self._comm_device(), torch.float64).clone()
+        dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+        return buf.to(t.device)
+
+    def agree(self, ok: bool) -> bool:
+        """True on every rank if ``ok`` is true on every rank."""
+        if not self.enabled:
+            return ok
+        flag = torch.tensor([1.0 if ok else 0.0], dtype=torch.float64, device=self._comm_device())
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item() == 1.0)
+
+    def gather(self, t: Tensor) -> list[Tensor]:
+        """``t`` from every rank (same shape and dtype everywhere), in rank order, on CPU."""
+        if not self.enabled:
+            return [t.cpu()]
+        src = t.to(self._comm_device())
+        out = [torch.empty_like(src) for _ in range(self.world_size)]
+        dist.all_gather(out, src)
+        return [o.cpu() for o in out]
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def teardown(self) -> None:
+        if self.initialised_here and dist.is_initialized():
+            dist.destroy_process_group()
+            self.initialised_here = False
+
+
+def setup(device: torch.device) -> Dist:
+    """Join the process group ``torchrun`` describes, or return a single-process ``Dist``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(device=device)
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    here = False
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=10))
+        here = True
+    if dist.get_rank() != rank:  # pragma: no cover - a launcher that disagrees with itself
+        raise RuntimeError(f"train: RANK={rank} but the process group says {dist.get_rank()}")
+    return Dist(rank=rank, world_size=dist.get_world_size(), local_rank=local_rank,
+                initialised_here=here, device=device)

@@ -1,0 +1,96 @@
+"""``evaluate(run_dir)``: test error, per-class errors and the confusion matrix -> ``eval.json``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from stnkit.train import checkpoint as ckpt
+from stnkit.train._data import load_split
+from stnkit.train.loop import _create_model, load_run_config, resolve_device
+
+__all__ = ["evaluate", "load_model"]
+
+
+def load_model(run_dir: str | os.PathLike, *, device: str = "cpu") -> torch.nn.Module:
+    """The model of a run's last checkpoint, weights loaded, in eval mode.
+
+    Raises :class:`~stnkit.train.CheckpointError` for a missing, corrupt or foreign checkpoint.
+    """
+    run = Path(run_dir)
+    cfg = load_run_config(run, fn="load_model")
+    record = ckpt.read_record(run)
+    weights = ckpt.read_weights(run, record)
+    if "input_size" in record and "num_classes" in record:
+        size, classes = tuple(int(s) for s in record["input_size"]), int(record["num_classes"])
+    else:  # a record without them: read the sizes off the data
+        data = load_split(cfg.data, "test", seed=cfg.data_seed, data_dir=cfg.data_dir, limit=1)
+        size, classes = data.image_size, data.num_classes
+    model = _create_model(cfg.model, input_size=size, num_classes=classes)
+    ckpt.load_weights_into(model, weights, model_name=cfg.model, path=str(run / ckpt.WEIGHTS))
+    return model.to(resolve_device(device)).eval()
+
+
+@torch.no_grad()
+def evaluate(run_dir: str | os.PathLike, *, data_dir: str | None = None, device: str = "auto",
+             batch_size: int = 500, test_size: int | None = None,
+             write: bool = True) -> dict[str, Any]:
+    """Evaluate the last checkpoint of ``run_dir`` on the test split of its variant.
+
+    Args:
+        run_dir: a run directory written by :func:`stnkit.train.train`.
+        data_dir: overrides the run's ``data_dir`` (``"embedded"`` for the shipped subset).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        test_size: the first N test samples only (default: the whole split).
+        write: write ``RUN_DIR/eval.json`` (atomically).
+    Returns:
+        ``{"run_dir", "model", "data", "step", "num_samples", "test_loss", "test_error"
+        (percent), "per_class": [{"class", "count", "errors", "error"}, ...],
+        "confusion_matrix": C[true][predicted] counts}``.
+    """
+    run = Path(run_dir)
+    cfg = load_run_config(run, fn="eval")
+    record = ckpt.read_record(run)
+    weights = ckpt.read_weights(run, record)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
+        raise ValueError(f"evaluate: expected batch_size a positive int, got {batch_size!r}")
+    dev = resolve_device(device)
+    data = load_split(cfg.data, "test", seed=cfg.data_seed,
+                      data_dir=data_dir if data_dir is not None else cfg.data_dir, limit=test_size)
+    model = _create_model(cfg.model, input_size=data.image_size, num_classes=data.num_classes)
+    ckpt.load_weights_into(model, weights, model_name=cfg.model, path=str(run / ckpt.WEIGHTS))
+    model.to(dev).eval()
+    k = data.num_classes
+    confusion = torch.zeros(k, k, dtype=torch.int64)
+    loss_sum = 0.0
+    n = len(data)
+    for s in range(0, n, batch_size):
+        idx = torch.arange(s, min(s + batch_size, n))
+        x, y = data.batch(idx, dev)
+        logits = model(x)
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        pred = logits.argmax(1)
+        confusion += torch.bincount((y * k + pred).cpu(), minlength=k * k).reshape(k, k)
+    counts = confusion.sum(1)
+    errors = counts - confusion.diagonal()
+    total_errors = int(errors.sum())
+    result = {
+        "run_dir": str(run),
+        "model": cfg.model,
+        "data": cfg.data,
+        "step": int(record["step"]),
+        "num_samples": n,
+        "test_loss": loss_sum / n if n else None,
+        "test_error": 100.0 * total_errors / n if n else None,
+        "per_class": [{"class": c, "count": int(counts[c]), "errors": int(errors[c]),
+                       "error": (100.0 * int(errors[c]) / int(counts[c])) if counts[c] else None}
+                      for c in range(k)],
+        "confusion_matrix": confusion.tolist(),
+    }
+    if write:
+        ckpt.atomic_write_json(run / "eval.json", result)
+    return result

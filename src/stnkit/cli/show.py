@@ -1,0 +1,67 @@
+"""``stnkit show``: pictures of a training run or of a reproduction of the paper's tables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from stnkit.cli import CommandError
+
+HELP = "draw the pictures of a run directory (samples, curves, evolution) or a reproduction"
+
+_EPILOG = """\
+a run directory (from `stnkit train`) gives:
+  samples.png     fixed test samples: the input, the input with the outline of the region the
+                  transformer reads, and the transformer's output (final weights)
+  curves.png      loss, train/test error and learning rate against the step
+  evolution.gif   the transformer's output on the same samples at every evaluation
+  evolution.png   the same as a strip, a few evaluations
+a reproduction directory (from `stnkit reproduce`, it has results.csv) gives:
+  results.png     our test errors (mean +- std over seeds) next to the paper's, per cell
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = _EPILOG
+    parser.add_argument("directory", metavar="RUN_DIR",
+                        help="a run directory, or a reproduction directory (with results.csv)")
+    parser.add_argument("-o", "--out", metavar="OUT_DIR",
+                        help="where to write the pictures (created; default: RUN_DIR/figures)")
+    parser.add_argument("-n", "--num-samples", metavar="N", type=int, default=8,
+                        help="samples (columns) in the sample and evolution pictures (default: 8)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        from stnkit.viz._deps import require
+
+        require("matplotlib")
+        require("PIL.Image")
+    except ImportError as e:
+        raise CommandError(str(e)) from None
+    from stnkit.viz.run import is_reproduction_dir, is_run_dir, render_reproduction, render_run
+
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        raise CommandError(f"{str(directory)!r} is not a directory")
+    if args.num_samples <= 0:
+        raise CommandError(f"--num-samples: expected a positive int, got {args.num_samples}")
+    out = Path(args.out) if args.out else directory / "figures"
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out: {str(out)!r} exists and is not a directory")
+    if is_reproduction_dir(directory):
+        written = render_reproduction(directory, out)
+    elif is_run_dir(directory):
+        written = render_run(directory, out, num_samples=args.num_samples,
+                             note=lambda message: print(f"note: {message}", file=sys.stderr))
+        if "evolution_gif" not in written:
+            print("no transformer snapshots in this run (a model without a spatial transformer, "
+                  "or no evaluation yet): no evolution pictures")
+    else:
+        raise CommandError(f"{str(directory)!r} is neither a run directory (config.json, "
+                           "checkpoint.json) nor a reproduction directory (results.csv)")
+    for path in written.values():
+        print(path)
+    return 0

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stnkit.data._io import atomic_write_bytes
+from stnkit._io import atomic_write_bytes
 from stnkit.data.mnist import FILES, MD5, load_mnist
 
 OUT = Path(__file__).resolve().parent.parent / "src" / "stnkit" / "data" / "_embedded"

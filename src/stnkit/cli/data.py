@@ -122,7 +122,7 @@ def _show(args: argparse.Namespace) -> int:
                     Image=Image, ImageDraw=ImageDraw, ImageFont=ImageFont)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from stnkit.data._io import atomic_path
+    from stnkit._io import atomic_path
 
     with atomic_path(out) as tmp:
         picture.save(tmp, format="PNG")

@@ -206,12 +206,12 @@ def _summary_text(results: dict, budget: dict, *, data_dir, seed: int, out: Path
 
 
 def _write_summary(out: Path, results: dict) -> None:
-    from stnkit.viz.images import atomic_output
+    from stnkit._io import atomic_path
 
     text = _summary_text(results, results["budget"], data_dir=results["data_dir"],
                          seed=results["seed"], out=out, markdown=True)
-    with atomic_output(out / "summary.md") as tmp:
+    with atomic_path(out / "summary.md") as tmp:
         tmp.write_text(text + "\n", encoding="utf-8")
-    with atomic_output(out / "summary.json") as tmp:
+    with atomic_path(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 

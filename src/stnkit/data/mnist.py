@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from stnkit._checks import check_choice, fail
-from stnkit.data._io import atomic_path
+from stnkit._io import atomic_path
 from stnkit.data.paths import (
     EMBEDDED,
     MIRRORS_ENV,

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from stnkit._io import atomic_write_bytes, atomic_write_json, fsync_dir, write_fsynced
+
 __all__ = [
     "CheckpointError",
     "FORMAT",
@@ -58,43 +60,6 @@ class CheckpointError(ValueError):
 
 
 # ---------------------------------------------------------------------------- atomic files
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_fsynced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory + ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        _write_fsynced(tmp, data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode())
-
 
 # ---------------------------------------------------------------------------- safetensors
 
@@ -247,15 +212,15 @@ def save_checkpoint(run_dir: str | os.PathLike, *, weights: dict[str, Tensor],
     tmps = [p.with_name(p.name + ".tmp") for p, _ in blobs]
     try:
         for (_, data), tmp in zip(blobs, tmps, strict=True):
-            _write_fsynced(tmp, data)  # the JSON last: its presence means all three are complete
-        _fsync_dir(run)
+            write_fsynced(tmp, data)  # the JSON last: its presence means all three are complete
+        fsync_dir(run)
     except BaseException:
         for tmp in tmps:
             tmp.unlink(missing_ok=True)
         raise
     for (path, _), tmp in zip(blobs, tmps, strict=True):
         os.replace(tmp, path)
-    _fsync_dir(run)
+    fsync_dir(run)
 
 
 def recover(run_dir: str | os.PathLike) -> str | None:
@@ -284,7 +249,7 @@ def recover(run_dir: str | os.PathLike) -> str | None:
         elif _token_of(final) != token:
             raise CheckpointError(f"{final}: interrupted checkpoint write cannot be recovered")
     os.replace(rec_tmp, run / RECORD)
-    _fsync_dir(run)
+    fsync_dir(run)
     return "rolled forward"
 
 

@@ -10,9 +10,7 @@ never leaves a partial file. Pillow is imported only when a function runs (``viz
 from __future__ import annotations
 
 import os
-import secrets
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +18,12 @@ import torch
 from torch import Tensor
 
 from stnkit._checks import check_shape, fail
+from stnkit._io import atomic_path
 from stnkit.viz._deps import require
 
 __all__ = [
     "FORMATS",
     "ImageReadError",
-    "atomic_output",
     "image_format",
     "read_image",
     "save_gif",
@@ -60,30 +58,6 @@ def image_format(path: str | os.PathLike, *, fn: str = "image_format") -> str:
         known = ", ".join(sorted({s for s in FORMATS}))
         fail(fn, "path", f"to end in one of {known}", repr(str(path)))
     return FORMATS[suffix]
-
-
-@contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a fresh temporary path next to ``path``; on success rename it onto ``path``.
-
-    On any error the temporary file is removed and ``path`` is left as it was. The file gets
-    the usual permissions (0666 minus the umask). OSErrors are reworded to name ``path``.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-    except OSError as e:
-        raise OSError(f"cannot write {str(path)!r}: {e.strerror or e}") from e
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OSError(f"cannot write {str(path)!r}: {e.strerror or e}") from e
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class ImageReadError(ValueError):
@@ -226,6 +200,6 @@ def _save(path: str | os.PathLike, array: np.ndarray, fmt: str, *, quality: int 
 
 
 def _write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    with atomic_output(path) as tmp:
+    with atomic_path(path) as tmp:
         write(tmp)
     return Path(path)

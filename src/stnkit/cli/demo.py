@@ -83,10 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from stnkit.viz._deps import require
+        from stnkit.viz._deps import require_viz
 
-        require("matplotlib")
-        require("PIL.Image")
+        require_viz()
     except ImportError as e:
         raise CommandError(str(e)) from None
     if args.seed < 0:

@@ -35,10 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from stnkit.viz._deps import require
+        from stnkit.viz._deps import require_viz
 
-        require("matplotlib")
-        require("PIL.Image")
+        require_viz()
     except ImportError as e:
         raise CommandError(str(e)) from None
     from stnkit.viz.run import is_reproduction_dir, is_run_dir, render_reproduction, render_run

@@ -28,6 +28,12 @@ def require(module: str) -> ModuleType:
         ) from e
 
 
+def require_viz() -> None:
+    """Check that both packages of the ``viz`` extra (matplotlib, pillow) import."""
+    require("matplotlib")
+    require("PIL.Image")
+
+
 @contextmanager
 def figure(width: float, height: float, *, dpi: int) -> Iterator:
     """A matplotlib ``Figure`` on its own Agg canvas, drawn in matplotlib's default style.

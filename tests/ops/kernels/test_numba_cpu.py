@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from stnkit.ops import affine_grid, projective_grid, warp
 from stnkit.ops.kernels import numba_cpu
+from stnkit.ops.kernels._geometry import axis_coefficients
 
 F64, F32 = torch.float64, torch.float32
 TOL = {F64: 1e-10, F32: 1e-4}
@@ -362,7 +363,7 @@ def test_plan_kinds():
 def test_band_rows_keep_bands_apart(seed):
     """Bands two apart never touch the same input pixel (checked on the actual taps)."""
     H, W, Ho, Wo = 30, 26, 41, 37
-    axes = [numba_cpu._axis(Wo, W, False), numba_cpu._axis(Ho, H, False)]
+    axes = [axis_coefficients(Wo, W, False), axis_coefficients(Ho, H, False)]
     for s in range(seed, seed + 100):  # a theta that leaves at least three bands
         theta = torch.eye(2, 3, dtype=F64)[None] + 0.6 * torch.randn(1, 2, 3, generator=_gen(s),
                                                                       dtype=F64)
@@ -425,7 +426,7 @@ def test_bands_have_no_races():
     theta = torch.tensor([[[0.05, 0.0, -0.926], [0.0, -0.3, -1.264]]], dtype=F32)
     pix = _pixels("affine", theta, (64, 56), (64, 56), False)[0].reshape(64, 56, 2)
     assert 0 < pix[0, :, 1].min() < 1 and (pix[18:, :, 1] < -2).all()  # the geometry above
-    axes = [numba_cpu._axis(56, 56, False), numba_cpu._axis(64, 64, False)]
+    axes = [axis_coefficients(56, 56, False), axis_coefficients(64, 64, False)]
     band = numba_cpu._band_rows(numba_cpu._coefficients(theta.double().numpy(), False, axes),
                                 2, (64, 56), (64, 56), 0, False)
     assert band is not None and 64 > 4 * band

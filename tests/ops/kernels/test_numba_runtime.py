@@ -53,7 +53,8 @@ _TORCH_AND_NUMBA = textwrap.dedent("""
         assert (out.reshape(ref.shape) - ref).abs().max().item() < 1e-4
 
     from stnkit.ops.kernels import numba_cpu
-    axes = [numba_cpu._axis(50, 50, False), numba_cpu._axis(40, 40, False)]
+    from stnkit.ops.kernels._geometry import axis_coefficients
+    axes = [axis_coefficients(50, 50, False), axis_coefficients(40, 40, False)]
     theta_cf = numba_cpu._coefficients(theta.double().numpy(), False, axes).astype("float32")
     ctx = mp.get_context("fork")  # a DataLoader worker after the parent used both pools
     p = ctx.Process(target=child)

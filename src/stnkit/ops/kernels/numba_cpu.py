@@ -45,6 +45,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from stnkit.ops.kernels import _numba_2d, _numba_3d
+from stnkit.ops.kernels._geometry import axis_coefficients
 from stnkit.ops.kernels._numba_common import BILINEAR, NEAREST
 from stnkit.ops.kernels._numba_runtime import launch
 
@@ -116,23 +117,12 @@ def warp(input: Tensor, theta: Tensor, *, transform: str, size: tuple[int, ...],
 # ---------------------------------------------------------------------------------------------
 
 
-def _axis(n_out: int, n_in: int, align: bool) -> tuple[float, float, float, float]:
-    """(a, b, s, o): output pixel j sits at normalised a*j + b; normalised x sits at input
-    pixel s*x + o."""
-    if align:
-        a, b = (2.0 / (n_out - 1), -1.0) if n_out > 1 else (0.0, 0.0)
-        s = (n_in - 1) / 2.0
-    else:
-        a, b = 2.0 / n_out, 1.0 / n_out - 1.0
-        s = n_in / 2.0
-    return a, b, s, (n_in - 1) / 2.0
-
-
 def _coefficients(theta: np.ndarray, projective: bool, axes) -> np.ndarray:
     """(B, 9) (2-D) or (B, 12) (3-D) float64, see ``_numba_2d`` / ``_numba_3d``.
 
-    ``axes`` lists ``_axis`` per coordinate (x, y[, z]). Row r of the result maps the output
-    index vector (j, i[, k], 1) to input pixel coordinate r (numerator for projective).
+    ``axes`` lists ``axis_coefficients`` per coordinate (x, y[, z]). Row r of the result maps
+    the output index vector (j, i[, k], 1) to input pixel coordinate r (numerator for
+    projective).
     """
     nd = len(axes)
     a = np.array([ax[0] for ax in axes])
@@ -304,7 +294,8 @@ class _Warp(torch.autograd.Function):
         nd = input.dim() - 2
         B, C = input.shape[:2]
         in_size = tuple(input.shape[2:])
-        axes = [_axis(size[nd - 1 - d], in_size[nd - 1 - d], align) for d in range(nd)]
+        axes = [axis_coefficients(size[nd - 1 - d], in_size[nd - 1 - d], align)
+                for d in range(nd)]
         cf64 = _coefficients(theta.detach().double().numpy(), projective, axes)
         out = torch.empty((B, C, *size), dtype=input.dtype)
         ctx.save_for_backward(input)

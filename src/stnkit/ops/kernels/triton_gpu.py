@@ -44,6 +44,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from stnkit._checks import fail
+from stnkit.ops.kernels._geometry import axis_coefficients
 
 try:
     import triton
@@ -121,18 +122,6 @@ def warp(input: Tensor, theta: Tensor, *, transform: str, size: tuple[int, ...],
 # ---------------------------------------------------------------------------------------------
 
 
-def _axis(n_out: int, n_in: int, align: bool) -> tuple[float, float, float, float]:
-    """(a, b, s, o): output pixel j sits at normalised a*j + b; normalised x sits at input
-    pixel s*x + o."""
-    if align:
-        a, b = (2.0 / (n_out - 1), -1.0) if n_out > 1 else (0.0, 0.0)
-        s = (n_in - 1) / 2.0
-    else:
-        a, b = 2.0 / n_out, 1.0 / n_out - 1.0
-        s = n_in / 2.0
-    return a, b, s, (n_in - 1) / 2.0
-
-
 def _output_matrix(axes, ref: Tensor) -> Tensor:
     """P (nd + 1, nd + 1) float64: normalised output point (x, y[, z], 1) = P @ (j, i[, k], 1)."""
     nd = len(axes)
@@ -144,7 +133,7 @@ def _output_matrix(axes, ref: Tensor) -> Tensor:
 
 
 def _scales(axes, ref: Tensor, which: int) -> Tensor:
-    """(nd,) float64: entry ``which`` of every axis (2: s, 3: o of ``_axis``)."""
+    """(nd,) float64: entry ``which`` of every axis (2: s, 3: o of ``axis_coefficients``)."""
     return torch.tensor([ax[which] for ax in axes], dtype=torch.float64, device=ref.device)
 
 
@@ -208,7 +197,8 @@ class _Warp(torch.autograd.Function):
         B, C = input.shape[:2]
         in_size = tuple(input.shape[2:])
         # axes in (x, y[, z]) order: x runs along the last dimension
-        axes = [_axis(size[nd - 1 - d], in_size[nd - 1 - d], align) for d in range(nd)]
+        axes = [axis_coefficients(size[nd - 1 - d], in_size[nd - 1 - d], align)
+                for d in range(nd)]
         cf = _coefficients(theta, projective, axes).to(input.dtype).contiguous()
         x = input.contiguous()
         out = torch.empty((B, C, *size), dtype=input.dtype, device=input.device)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "List every model of the zoo with its parameter count."
+HELP = "list every model of the zoo with its parameter count"
 
 _EPILOG = """\
 Default input sizes: 1,28,28 (the paper's R, P and E distorted MNIST, and the tutorial)

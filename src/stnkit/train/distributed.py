@@ -56,6 +56,14 @@ class Dist:
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item() == 1.0)
 
+    def raise_unless_all_ok(self, err: BaseException | None, message: str) -> None:
+        """Stop every rank together if any rank failed: this rank re-raises its own ``err``;
+        a rank that did not fail raises RuntimeError(``message``)."""
+        if not self.agree(err is None):
+            if err is not None:
+                raise err
+            raise RuntimeError(message)
+
     def gather(self, t: Tensor) -> list[Tensor]:
         """``t`` from every rank (same shape and dtype everywhere), in rank order, on CPU."""
         if not self.enabled:

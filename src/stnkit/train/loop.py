@@ -381,10 +381,7 @@ class _Run:
                 self._load_data()
         except BaseException as e:
             err = e
-        if not dist.agree(err is None):
-            if err is not None:
-                raise err
-            raise RuntimeError("train: another process failed during setup")
+        dist.raise_unless_all_ok(err, "train: another process failed during setup")
         err = None
         try:
             if not dist.is_main:
@@ -392,10 +389,7 @@ class _Run:
             model = self._build(device)
         except BaseException as e:
             err = e
-        if not dist.agree(err is None):
-            if err is not None:
-                raise err
-            raise RuntimeError("train: another process failed during setup")
+        dist.raise_unless_all_ok(err, "train: another process failed during setup")
 
         self.model = model
         self.net = model
@@ -431,10 +425,7 @@ class _Run:
                 if fresh:
                     self._cleanup()
                 err = e
-        if not dist.agree(err is None):
-            if err is not None:
-                raise err
-            raise RuntimeError("train: rank 0 failed to write the run directory")
+        dist.raise_unless_all_ok(err, "train: rank 0 failed to write the run directory")
         if fresh:  # the step-0 checkpoint: a fresh run is resumable from its first moment
             try:
                 self._checkpoint(0, finished=False)
@@ -506,10 +497,8 @@ class _Run:
                 self._write_checkpoint(step, finished, rank_states)
             except BaseException as e:
                 err = e
-        if not self.dist.agree(err is None):
-            if err is not None:
-                raise err
-            raise RuntimeError(f"train: rank 0 failed to write the checkpoint of step {step}")
+        self.dist.raise_unless_all_ok(
+            err, f"train: rank 0 failed to write the checkpoint of step {step}")
         self.last_ckpt_step = step
 
     def _write_checkpoint(self, step: int, finished: bool, rank_states: list[Tensor]) -> None:

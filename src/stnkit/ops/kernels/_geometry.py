@@ -3,7 +3,7 @@ normalised [-1, 1] coordinates of theta (the convention of ``stnkit.ops.sample``
 
 from __future__ import annotations
 
-__all__ = ["axis_coefficients"]
+__all__ = ["axis_coefficients", "axes_coefficients"]
 
 
 def axis_coefficients(n_out: int, n_in: int, align: bool) -> tuple[float, float, float, float]:
@@ -20,3 +20,11 @@ def axis_coefficients(n_out: int, n_in: int, align: bool) -> tuple[float, float,
         a, b = 2.0 / n_out, 1.0 / n_out - 1.0
         s = n_in / 2.0
     return a, b, s, (n_in - 1) / 2.0
+
+
+def axes_coefficients(out_size, in_size, align: bool) -> list[tuple[float, float, float, float]]:
+    """``axis_coefficients`` of every axis in (x, y[, z]) order, for spatial sizes given in
+    tensor order ((H, W) or (D, H, W)): x runs along the last dimension."""
+    nd = len(out_size)
+    return [axis_coefficients(out_size[nd - 1 - d], in_size[nd - 1 - d], align)
+            for d in range(nd)]

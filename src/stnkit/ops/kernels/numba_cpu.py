@@ -45,7 +45,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from stnkit.ops.kernels import _numba_2d, _numba_3d
-from stnkit.ops.kernels._geometry import axis_coefficients
+from stnkit.ops.kernels._geometry import axes_coefficients
 from stnkit.ops.kernels._numba_common import BILINEAR, NEAREST
 from stnkit.ops.kernels._numba_runtime import launch
 
@@ -294,8 +294,7 @@ class _Warp(torch.autograd.Function):
         nd = input.dim() - 2
         B, C = input.shape[:2]
         in_size = tuple(input.shape[2:])
-        axes = [axis_coefficients(size[nd - 1 - d], in_size[nd - 1 - d], align)
-                for d in range(nd)]
+        axes = axes_coefficients(size, in_size, align)
         cf64 = _coefficients(theta.detach().double().numpy(), projective, axes)
         out = torch.empty((B, C, *size), dtype=input.dtype)
         ctx.save_for_backward(input)

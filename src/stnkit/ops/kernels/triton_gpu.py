@@ -44,7 +44,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from stnkit._checks import fail
-from stnkit.ops.kernels._geometry import axis_coefficients
+from stnkit.ops.kernels._geometry import axes_coefficients
 
 try:
     import triton
@@ -196,9 +196,7 @@ class _Warp(torch.autograd.Function):
         nd = input.dim() - 2
         B, C = input.shape[:2]
         in_size = tuple(input.shape[2:])
-        # axes in (x, y[, z]) order: x runs along the last dimension
-        axes = [axis_coefficients(size[nd - 1 - d], in_size[nd - 1 - d], align)
-                for d in range(nd)]
+        axes = axes_coefficients(size, in_size, align)
         cf = _coefficients(theta, projective, axes).to(input.dtype).contiguous()
         x = input.contiguous()
         out = torch.empty((B, C, *size), dtype=input.dtype, device=input.device)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -39,11 +40,12 @@ def test_shards_partition_the_global_batch():
 
 def test_torchrun_two_processes_match_one_process(tmp_path):
     ddp, single = tmp_path / "ddp", tmp_path / "single"
+    entry = Path(__file__).with_name("_torchrun_entry.py")  # stnkit train + a thread check
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-           "-m", "stnkit", "train", *ARGS, "--out", str(ddp)]
+           str(entry), "train", *ARGS, "--out", str(ddp)]
     res = subprocess.run(cmd, env=stnkit_env(), cwd=REPO, capture_output=True, text=True,
                          timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.returncode == 0, f"stdout:\n{res.stdout[-2000:]}\nstderr:\n{res.stderr[-3000:]}"
     assert res.stdout.count("st-cnn-aff on mnist: step 6") == 1, res.stdout  # rank 0 alone
     from stnkit.cli import main
 

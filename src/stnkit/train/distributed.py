@@ -77,8 +77,16 @@ class Dist:
         if self.enabled:
             dist.barrier()
 
-    def teardown(self) -> None:
+    def teardown(self, *, finished: bool) -> None:
+        """Leave the process group this process joined.
+
+        ``finished``: every rank got here normally, so they first wait for each other and
+        none destroys the group while another is still inside a collective. (After a failure
+        a rank may be gone or stuck elsewhere: then each leaves on its own.)
+        """
         if self.initialised_here and dist.is_initialized():
+            if finished:
+                dist.barrier()
             dist.destroy_process_group()
             self.initialised_here = False
 
@@ -95,6 +103,12 @@ def setup(device: torch.device) -> Dist:
         torch.cuda.set_device(device)
     here = False
     if not dist.is_initialized():
+        # torch 2.13: importing torch._inductor (DDP and use_deterministic_algorithms do)
+        # once the default group exists keeps the group alive past destroy_process_group;
+        # its gloo threads then outlive the interpreter and can abort the process at exit.
+        # Imported before the group is made, it holds no reference to it.
+        import torch._inductor.config  # noqa: F401
+
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=10))
         here = True

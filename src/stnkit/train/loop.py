@@ -356,11 +356,15 @@ class _Run:
         self.dist = dist
         device = dist.device if dist.enabled else device
         self.device = device
+        finished = False
         try:
             with _torch_settings(cfg, device):
-                return self._execute(dist, device)
+                result = self._execute(dist, device)
+            finished = True
+            return result
         finally:
-            dist.teardown()
+            self.net = None  # DDP holds the process group: release it before leaving
+            dist.teardown(finished=finished)
 
     def _execute(self, dist: Dist, device: torch.device) -> dict[str, Any]:
         cfg = self.cfg

@@ -36,28 +36,10 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from warp import SHAPES, _theta  # the CPU benchmark's cases (same folder)
 
-SHAPES = [(256, 1, 28, 28), (256, 1, 60, 60), (32, 3, 224, 224), (8, 3, 512, 512),
-          (1, 3, 2048, 2048), (2, 1, 96, 96, 96)]
 SMOKE_SHAPES = [(2, 1, 5, 6), (1, 2, 3, 4, 5)]
 METHODS = ["triton fast", "triton det", "stnkit torch", "PyTorch eager"]
-
-
-def _theta(shape, dtype, device, seed=0) -> torch.Tensor:
-    """(B, 2, 3) or (B, 3, 4) random similarity transforms."""
-    g = torch.Generator().manual_seed(seed)
-    B, nd = shape[0], len(shape) - 2
-    angle = (torch.rand(B, generator=g, dtype=torch.float64) - 0.5) * 0.6
-    scale = 0.9 + 0.2 * torch.rand(B, generator=g, dtype=torch.float64)
-    theta = torch.zeros(B, nd, nd + 1, dtype=torch.float64)
-    theta[:, 0, 0] = scale * torch.cos(angle)
-    theta[:, 0, 1] = -scale * torch.sin(angle)
-    theta[:, 1, 0] = scale * torch.sin(angle)
-    theta[:, 1, 1] = scale * torch.cos(angle)
-    if nd == 3:
-        theta[:, 2, 2] = scale
-    theta[:, :, nd] = (torch.rand(B, nd, generator=g, dtype=torch.float64) - 0.5) * 0.1
-    return theta.to(dtype=dtype, device=device)
 
 
 def _fn(method: str, size):
@@ -84,7 +66,7 @@ class _Case:
     def __init__(self, method, shape, dtype, device):
         gen = torch.Generator().manual_seed(0)
         self.x = torch.rand(shape, generator=gen, dtype=dtype).to(device)
-        self.theta = _theta(shape, dtype, device)
+        self.theta = _theta(shape, dtype=dtype, device=device)
         self.g = torch.rand(shape, generator=gen, dtype=dtype).to(device)
         self.xg = self.x.clone().requires_grad_()
         self.tg = self.theta.clone().requires_grad_()

@@ -221,6 +221,24 @@ def test_projective_corners_never_fold(samples):
     assert (turns > 0).all()
 
 
+
+def test_projective_digits_keep_their_ink_on_the_canvas(samples, source):
+    """N(0, 5 px) corner moves shrink or stretch a digit but rarely push ink off the 28 x 28
+    canvas: warp each digit by its recorded matrix onto a canvas three times as large (with
+    OpenCV) and measure the share of the ink inside the 28 x 28 window. Measured on these 400
+    digits: median 1.00, 5th percentile 0.92, 4.5 % of digits lose over 10 %."""
+    x, _ = source
+    matrices = samples["P"][2]["matrix"]
+    shift = np.array([[1.0, 0, 28], [0, 1, 28], [0, 0, 1]])
+    inside = []
+    for k in range(N):
+        big = cv2.warpPerspective(x[k].astype(np.float32), shift @ matrices[k], (84, 84),
+                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        inside.append(big[28:56, 28:56].sum() / big.sum())
+    inside = np.array(inside)
+    assert np.median(inside) > 0.99, np.median(inside)
+    assert (inside < 0.9).mean() < 0.08, (inside < 0.9).mean()
+
 def test_parameter_ranges_clutter_and_instances(samples):
     tc = samples["TC"][2]
     assert tc["clutter_source"].shape == (N, 6)

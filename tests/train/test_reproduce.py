@@ -80,6 +80,18 @@ def test_a_different_setting_is_refused(tmp_path):
         reproduce("table1", out, log=None, **kw)
 
 
+
+def test_one_data_folder_spelt_two_ways_is_the_same_setting(tmp_path, monkeypatch):
+    from stnkit.train.reproduce import _same_setting
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mnist").mkdir()
+    assert _same_setting("data_dir", str(tmp_path / "mnist"), "mnist")
+    assert _same_setting("data_dir", "mnist", "./mnist/")
+    assert not _same_setting("data_dir", "mnist", "other")
+    assert not _same_setting("data_dir", "embedded", "mnist")
+    assert not _same_setting("lr", 0.1, 0.2)
+
 @pytest.mark.parametrize("kw, match", [
     (dict(variants=["TC"]), r"expected variants to contain only 'R', 'RTS', 'P', 'E', got 'TC'"),
     (dict(models=["resnet"]), r"expected models to contain only .*got 'resnet'"),

@@ -57,20 +57,19 @@ METHODS = ["stnkit numba", "stnkit torch", "PyTorch eager", "kornia", "OpenCV"]
 
 
 def _theta(shape, seed=0, *, dtype=torch.float32, device="cpu") -> torch.Tensor:
-    """(B, 2, 3) or (B, 3, 4) random similarity transforms (drawn in float64, then cast)."""
+    """(B, 2, 3) or (B, 3, 4) random similarity transforms (drawn in float32, then cast)."""
     g = torch.Generator().manual_seed(seed)
     B, nd = shape[0], len(shape) - 2
-    f64 = torch.float64
-    angle = (torch.rand(B, generator=g, dtype=f64) - 0.5) * 0.6
-    scale = 0.9 + 0.2 * torch.rand(B, generator=g, dtype=f64)
-    theta = torch.zeros(B, nd, nd + 1, dtype=f64)
+    angle = (torch.rand(B, generator=g) - 0.5) * 0.6
+    scale = 0.9 + 0.2 * torch.rand(B, generator=g)
+    theta = torch.zeros(B, nd, nd + 1)
     theta[:, 0, 0] = scale * torch.cos(angle)
     theta[:, 0, 1] = -scale * torch.sin(angle)
     theta[:, 1, 0] = scale * torch.sin(angle)
     theta[:, 1, 1] = scale * torch.cos(angle)
     if nd == 3:
         theta[:, 2, 2] = scale
-    theta[:, :, nd] = (torch.rand(B, nd, generator=g, dtype=f64) - 0.5) * 0.1
+    theta[:, :, nd] = (torch.rand(B, nd, generator=g) - 0.5) * 0.1
     return theta.to(dtype=dtype, device=device)
 
 

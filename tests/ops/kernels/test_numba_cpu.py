@@ -14,101 +14,40 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stnkit.ops import affine_grid, projective_grid, warp
+from stnkit.ops import warp
 from stnkit.ops.kernels import numba_cpu
 from stnkit.ops.kernels._geometry import axis_coefficients
 
-F64, F32 = torch.float64, torch.float32
-TOL = {F64: 1e-10, F32: 1e-4}
-MARGIN = {F64: 1e-4, F32: 1e-3}
-PADS = ["zeros", "border", "reflection"]
-MODES = ["bilinear", "nearest"]
-KINDS = ["affine", "projective", "affine3d"]
+from ._cases import (F32, F64, KINDS, MODES, PADS, TOL, behind_camera, close, gen,
+                     pixels, raw_theta, theta_away_from_knots, transform_of)
+
 # (input shape, output size) per kind
 SHAPES = {"affine": ((2, 3, 9, 11), (7, 13)), "projective": ((2, 3, 9, 11), (7, 13)),
           "affine3d": ((2, 2, 5, 6, 7), (4, 6, 5))}
-
-
-def _gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
-def _raw_theta(kind, batch, seed, strength):
-    g = _gen(seed)
-    if kind == "affine":
-        return torch.eye(2, 3, dtype=F64) + strength * torch.randn(batch, 2, 3, generator=g,
-                                                                   dtype=F64)
-    if kind == "affine3d":
-        return torch.eye(3, 4, dtype=F64) + strength * torch.randn(batch, 3, 4, generator=g,
-                                                                   dtype=F64)
-    h = torch.eye(3, dtype=F64) + strength * torch.randn(batch, 3, 3, generator=g, dtype=F64)
-    h[:, 2, :2] *= 0.5  # mild perspective: w > 0 everywhere
-    return h
-
-
-def _pixels(kind, theta, in_size, out_size, align):
-    """(B, P, nd) raw input pixel coordinates of every output point, float64."""
-    theta = theta.double()
-    if kind == "projective":
-        grid = projective_grid(theta, out_size, align_corners=align)
-    else:
-        grid = affine_grid(theta, out_size, align_corners=align)
-    nd = len(in_size)
-    sizes = torch.tensor(list(reversed(in_size)), dtype=F64)  # (W, H[, D])
-    grid = grid.reshape(theta.shape[0], -1, nd)
-    return (grid + 1) / 2 * (sizes - 1) if align else ((grid + 1) * sizes - 1) / 2
-
-
-def _theta(kind, batch, in_size, out_size, align, dtype, seed=0, strength=0.25):
-    """A theta whose sample points all stay MARGIN away from integers and half-integers."""
-    for s in range(seed, seed + 500):
-        theta = _raw_theta(kind, batch, s, strength)
-        pix = _pixels(kind, theta, in_size, out_size, align)
-        if align:  # a size-1 axis with align_corners maps everything onto its pixel: skip it
-            keep = [d for d in range(len(in_size)) if in_size[-1 - d] > 1]
-            pix = pix[..., keep]
-        pix = pix[torch.isfinite(pix)]
-        if pix.numel() == 0:
-            return theta.to(dtype)
-        dist = ((2 * pix) - (2 * pix).round()).abs().min().item() / 2
-        if dist > MARGIN[dtype]:
-            return theta.to(dtype)
-    raise AssertionError("no suitable theta found")
-
-
-def _transform(kind):
-    return "projective" if kind == "projective" else "affine"
 
 
 def _torch_path(x, theta, kind, size, mode, pad, align):
     """The reference: F.affine_grid + F.grid_sample (affine), the torch backend (projective,
     and size-1 axes, where F.affine_grid warns)."""
     if kind == "projective" or 1 in size:
-        return warp(x, theta, transform=_transform(kind), size=size, mode=mode,
+        return warp(x, theta, transform=transform_of(kind), size=size, mode=mode,
                     padding_mode=pad, align_corners=align, backend="torch")
     grid = F.affine_grid(theta, (x.shape[0], x.shape[1], *size), align_corners=align)
     return F.grid_sample(x, grid, mode=mode, padding_mode=pad, align_corners=align)
 
 
 def _numba(x, theta, kind, size, mode, pad, align, deterministic=False):
-    return numba_cpu.warp(x, theta, transform=_transform(kind), size=size, mode=mode,
+    return numba_cpu.warp(x, theta, transform=transform_of(kind), size=size, mode=mode,
                           padding_mode=pad, align_corners=align, deterministic=deterministic)
-
-
-def _close(a, b, tol, what):
-    assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} != {tuple(b.shape)}"
-    scale = max(1.0, b.abs().max().item()) if b.numel() else 1.0
-    err = (a - b).abs().max().item() if a.numel() else 0.0
-    assert err <= tol * scale, f"{what}: {err=:.3g} > {tol * scale:.3g}"
 
 
 def _both(kind, mode, pad, align, dtype, *, shape=None, seed=0, need=(True, True)):
     """Forward + backward through numba and the torch path with the same inputs."""
     shape, size = (shape, None) if shape is not None else SHAPES[kind]
     size = size or shape[2:]
-    x = torch.randn(shape, dtype=dtype, generator=_gen(seed + 100))
-    theta = _theta(kind, shape[0], shape[2:], size, align, dtype, seed)
-    g = torch.randn(shape[0], shape[1], *size, dtype=dtype, generator=_gen(seed + 200))
+    x = torch.randn(shape, dtype=dtype, generator=gen(seed + 100))
+    theta = theta_away_from_knots(kind, shape[0], shape[2:], size, align, dtype, seed)
+    g = torch.randn(shape[0], shape[1], *size, dtype=dtype, generator=gen(seed + 200))
     res = []
     for fn in (_numba, _torch_path):
         xi = x.clone().requires_grad_(need[0])
@@ -132,12 +71,12 @@ def _both(kind, mode, pad, align, dtype, *, shape=None, seed=0, need=(True, True
 def test_matches_torch(kind, mode, pad, align, dtype):
     (out, gx, gt), (ref, rgx, rgt) = _both(kind, mode, pad, align, dtype)
     assert out.dtype == dtype
-    _close(out, ref, TOL[dtype], "output")
-    _close(gx, rgx, TOL[dtype], "grad input")
+    close(out, ref, TOL[dtype], "output")
+    close(gx, rgx, TOL[dtype], "grad input")
     if mode == "nearest":
         assert (gt == 0).all() and (rgt == 0).all()
     else:
-        _close(gt, rgt, TOL[dtype], "grad theta")
+        close(gt, rgt, TOL[dtype], "grad theta")
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -146,10 +85,10 @@ def test_output_size_and_batch(kind):
     nd = 3 if kind == "affine3d" else 2
     shape = (5, 2) + ((4, 9, 6) if nd == 3 else (12, 5))
     size = (3, 4, 7) if nd == 3 else (6, 17)
-    x = torch.randn(shape, dtype=F64, generator=_gen(1))
-    theta = _theta(kind, 5, shape[2:], size, False, F64, seed=3)
+    x = torch.randn(shape, dtype=F64, generator=gen(1))
+    theta = theta_away_from_knots(kind, 5, shape[2:], size, False, F64, seed=3)
     out = _numba(x, theta, kind, size, "bilinear", "zeros", False)
-    _close(out, _torch_path(x, theta, kind, size, "bilinear", "zeros", False), 1e-10, "batch")
+    close(out, _torch_path(x, theta, kind, size, "bilinear", "zeros", False), 1e-10, "batch")
     for b in range(5):
         one = _numba(x[b:b + 1], theta[b:b + 1], kind, size, "bilinear", "zeros", False)
         assert torch.equal(one, out[b:b + 1]), f"sample {b} differs from its batch result"
@@ -161,8 +100,8 @@ def test_gradcheck(kind, pad):
     nd = 3 if kind == "affine3d" else 2
     shape = (1, 2) + ((3, 4, 3) if nd == 3 else (4, 5))
     size = (2, 3, 3) if nd == 3 else (3, 4)
-    x = torch.randn(shape, dtype=F64, generator=_gen(0), requires_grad=True)
-    theta = _theta(kind, 1, shape[2:], size, False, F64, seed=5).requires_grad_()
+    x = torch.randn(shape, dtype=F64, generator=gen(0), requires_grad=True)
+    theta = theta_away_from_knots(kind, 1, shape[2:], size, False, F64, seed=5).requires_grad_()
     fn = lambda a, t: _numba(a, t, kind, size, "bilinear", pad, False)
     assert torch.autograd.gradcheck(fn, (x, theta), eps=1e-6, atol=1e-7)
 
@@ -174,11 +113,11 @@ def test_subgradient_at_pixel_centres(pad, size):
     chosen so the coordinates are exact): the right derivative at integer knots, 0 at the clip
     points, as stnkit.ops.sample and F.grid_sample choose."""
     align = True
-    x = torch.randn(2, 2, *size, dtype=F64, generator=_gen(2))
+    x = torch.randn(2, 2, *size, dtype=F64, generator=gen(2))
     theta = torch.eye(2, 3, dtype=F64).repeat(2, 1, 1)
-    pix = _pixels("affine", theta, size, size, align)
+    pix = pixels("affine", theta, size, size, align)
     assert torch.equal(pix, pix.round()), "the test needs exact pixel centres"
-    g = torch.randn(x.shape, dtype=F64, generator=_gen(3))
+    g = torch.randn(x.shape, dtype=F64, generator=gen(3))
     grads = []
     for fn in (_numba, _torch_path):
         t = theta.clone().requires_grad_()
@@ -186,7 +125,7 @@ def test_subgradient_at_pixel_centres(pad, size):
         assert torch.equal(out, x), "identity is not identity"
         out.backward(g)
         grads.append(t.grad)
-    _close(grads[0], grads[1], 1e-12, "grad theta at pixel centres")
+    close(grads[0], grads[1], 1e-12, "grad theta at pixel centres")
     # right derivative: d out / d x_pix = x[..., j + 1] - x[..., j] (0 at the last column,
     # and 0 everywhere on the border for border / reflection clips)
     d = torch.zeros_like(x)
@@ -199,14 +138,14 @@ def test_subgradient_at_pixel_centres(pad, size):
     xs = torch.linspace(-1, 1, size[1], dtype=F64) if align else (
         (2 * torch.arange(size[1], dtype=F64) + 1) / size[1] - 1)
     expect = sx * (g * d * xs).sum(dim=(1, 2, 3))  # d L / d theta[0, 0]
-    _close(grads[0][:, 0, 0], expect, 1e-12, "right derivative")
+    close(grads[0][:, 0, 0], expect, 1e-12, "right derivative")
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_float32_gradients_small(kind):
     (_, gx, gt), (_, rgx, rgt) = _both(kind, "bilinear", "zeros", False, F32, seed=7)
-    _close(gt, rgt, 1e-4, "grad theta (float32)")
-    _close(gx, rgx, 1e-4, "grad input (float32)")
+    close(gt, rgt, 1e-4, "grad theta (float32)")
+    close(gx, rgx, 1e-4, "grad input (float32)")
 
 
 @pytest.mark.parametrize("need", [(True, False), (False, True)])
@@ -215,16 +154,16 @@ def test_partial_gradients(kind, need):
     """Only one of input / theta requires grad (an STN's first layer: only theta)."""
     (_, gx, gt), (_, rgx, rgt) = _both(kind, "bilinear", "reflection", True, F64, need=need)
     if need[0]:
-        _close(gx, rgx, 1e-10, "grad input")
+        close(gx, rgx, 1e-10, "grad input")
         assert gt is None
     else:
         assert gx is None
-        _close(gt, rgt, 1e-10, "grad theta")
+        close(gt, rgt, 1e-10, "grad theta")
 
 
 def test_no_grad_and_inference():
     x = torch.randn(2, 3, 6, 7, dtype=F64)
-    theta = _theta("affine", 2, (6, 7), (6, 7), False, F64)
+    theta = theta_away_from_knots("affine", 2, (6, 7), (6, 7), False, F64)
     with torch.no_grad():
         a = _numba(x, theta, "affine", (6, 7), "bilinear", "zeros", False)
     with torch.inference_mode():
@@ -242,7 +181,7 @@ def test_no_grad_and_inference():
 def test_nan_theta_is_outside(kind, pad):
     shape, size = SHAPES[kind]
     x = torch.randn(shape, dtype=F64, requires_grad=True)
-    theta = _raw_theta(kind, shape[0], 0, 0.2)
+    theta = raw_theta(kind, shape[0], 0, 0.2)
     theta[0] = float("nan")
     theta[1, 0, 0] = float("inf")
     theta.requires_grad_()
@@ -257,14 +196,7 @@ def test_nan_theta_is_outside(kind, pad):
 @pytest.mark.parametrize("pad", PADS)
 def test_projective_behind_camera(pad, mode):
     """w <= 0 on part of the output: those points are outside in every padding mode."""
-    x = torch.randn(2, 2, 9, 10, dtype=F64, generator=_gen(4))
-    h = torch.eye(3, dtype=F64).repeat(2, 1, 1)
-    h[:, 2, 0] = torch.tensor([1.7, -1.3], dtype=F64)  # w = 1.7 x + 1 <= 0 left of x = -0.59
-    h[:, 0, 1] = 0.13
-    h[:, 1, 2] = 0.07
-    size = (8, 13)
-    w = _pixels("projective", h, (9, 10), size, False)
-    assert torch.isnan(w).any() and torch.isfinite(w).any(), "test needs both kinds of points"
+    x, h, size = behind_camera()
     res = []
     for fn in (_numba, _torch_path):
         xi, hi = x.clone().requires_grad_(), h.clone().requires_grad_()
@@ -272,12 +204,12 @@ def test_projective_behind_camera(pad, mode):
         out.backward(torch.ones_like(out))
         res.append((out.detach(), xi.grad, hi.grad))
     for a, b, what in zip(res[0], res[1], ("output", "grad input", "grad theta")):
-        _close(a, b, 1e-9, what)
+        close(a, b, 1e-9, what)
 
 
 def test_huge_finite_coordinates():
     """1e30 away: zeros -> 0, border -> the border pixel, reflection -> somewhere inside."""
-    x = torch.rand(1, 2, 6, 7, dtype=F64, generator=_gen(5))
+    x = torch.rand(1, 2, 6, 7, dtype=F64, generator=gen(5))
     theta = torch.tensor([[[1.0, 0.0, 1e30], [0.0, 1.0, -1e30]]], dtype=F64)
     for pad in PADS:
         out = _numba(x, theta, "affine", (4, 5), "bilinear", pad, False)
@@ -324,9 +256,9 @@ def test_backward_plans(case, monkeypatch):
 
     monkeypatch.setattr(numba_cpu, "_plan", spy)
     size = shape[2:]
-    x = torch.randn(shape, dtype=F64, generator=_gen(6))
-    theta = _theta(kind, shape[0], size, size, False, F64, seed=11, strength=0.15)
-    g = torch.randn(shape, dtype=F64, generator=_gen(7))
+    x = torch.randn(shape, dtype=F64, generator=gen(6))
+    theta = theta_away_from_knots(kind, shape[0], size, size, False, F64, seed=11, strength=0.15)
+    g = torch.randn(shape, dtype=F64, generator=gen(7))
     res = []
     for numba_path in (True, False):
         xi, ti = x.clone().requires_grad_(), theta.clone().requires_grad_()
@@ -337,8 +269,8 @@ def test_backward_plans(case, monkeypatch):
         out.backward(g)
         res.append((xi.grad, ti.grad))
     assert seen == [plan], f"planned {seen}, expected {plan}"
-    _close(res[0][0], res[1][0], 1e-10, "grad input")
-    _close(res[0][1], res[1][1], 1e-10, "grad theta")
+    close(res[0][0], res[1][0], 1e-10, "grad input")
+    close(res[0][1], res[1][1], 1e-10, "grad theta")
 
 
 def test_plan_kinds():
@@ -365,7 +297,7 @@ def test_band_rows_keep_bands_apart(seed):
     H, W, Ho, Wo = 30, 26, 41, 37
     axes = [axis_coefficients(Wo, W, False), axis_coefficients(Ho, H, False)]
     for s in range(seed, seed + 100):  # a theta that leaves at least three bands
-        theta = torch.eye(2, 3, dtype=F64)[None] + 0.6 * torch.randn(1, 2, 3, generator=_gen(s),
+        theta = torch.eye(2, 3, dtype=F64)[None] + 0.6 * torch.randn(1, 2, 3, generator=gen(s),
                                                                       dtype=F64)
         cf = numba_cpu._coefficients(theta.numpy(), False, axes)
         band = numba_cpu._band_rows(cf, 2, (H, W), (Ho, Wo), 0, False)
@@ -373,7 +305,7 @@ def test_band_rows_keep_bands_apart(seed):
             break
     else:
         raise AssertionError("no theta with three bands")
-    pix = _pixels("affine", theta, (H, W), (Ho, Wo), False)[0].reshape(Ho, Wo, 2)
+    pix = pixels("affine", theta, (H, W), (Ho, Wo), False)[0].reshape(Ho, Wo, 2)
     x0, y0 = pix[..., 0].floor().long(), pix[..., 1].floor().long()
     touched = []
     for k in range(0, Ho, band):
@@ -389,10 +321,10 @@ def test_band_rows_keep_bands_apart(seed):
 
 def _grads(kind, shape, pad, det):
     size = shape[2:]
-    x = torch.randn(shape, dtype=F32, generator=_gen(8), requires_grad=True)
-    theta = _raw_theta(kind, shape[0], 2, 0.25).float().requires_grad_()
+    x = torch.randn(shape, dtype=F32, generator=gen(8), requires_grad=True)
+    theta = raw_theta(kind, shape[0], 2, 0.25).float().requires_grad_()
     out = _numba(x, theta, kind, size, "bilinear", pad, False, deterministic=det)
-    out.backward(torch.randn(out.shape, dtype=F32, generator=_gen(9)))
+    out.backward(torch.randn(out.shape, dtype=F32, generator=gen(9)))
     return x.grad, theta.grad
 
 
@@ -424,14 +356,14 @@ def test_bands_have_no_races():
     e.g. onto the clamped border row -- would race with band 0's writes there; whether a
     race shows is up to timing, so this test can only catch it sometimes.)"""
     theta = torch.tensor([[[0.05, 0.0, -0.926], [0.0, -0.3, -1.264]]], dtype=F32)
-    pix = _pixels("affine", theta, (64, 56), (64, 56), False)[0].reshape(64, 56, 2)
+    pix = pixels("affine", theta, (64, 56), (64, 56), False)[0].reshape(64, 56, 2)
     assert 0 < pix[0, :, 1].min() < 1 and (pix[18:, :, 1] < -2).all()  # the geometry above
     axes = [axis_coefficients(56, 56, False), axis_coefficients(64, 64, False)]
     band = numba_cpu._band_rows(numba_cpu._coefficients(theta.double().numpy(), False, axes),
                                 2, (64, 56), (64, 56), 0, False)
     assert band is not None and 64 > 4 * band
-    x = torch.randn(1, 2, 64, 56, dtype=F32, generator=_gen(15))
-    g = torch.randn(1, 2, 64, 56, dtype=F32, generator=_gen(16))
+    x = torch.randn(1, 2, 64, 56, dtype=F32, generator=gen(15))
+    g = torch.randn(1, 2, 64, 56, dtype=F32, generator=gen(16))
 
     def grads():
         xi, ti = x.clone().requires_grad_(), theta.clone().requires_grad_()
@@ -457,9 +389,9 @@ def test_tiles(kind, monkeypatch):
     for mode, pad in [("bilinear", "zeros"), ("bilinear", "border"), ("nearest", "reflection")]:
         shape = (2, 2, 4, 9, 21) if kind == "affine3d" else (2, 3, 11, 29)
         (out, gx, gt), (ref, rgx, rgt) = _both(kind, mode, pad, False, F64, shape=shape)
-        _close(out, ref, 1e-10, "output")
-        _close(gx, rgx, 1e-10, "grad input")
-        _close(gt, rgt, 1e-10, "grad theta")
+        close(out, ref, 1e-10, "output")
+        close(gx, rgx, 1e-10, "grad input")
+        close(gt, rgt, 1e-10, "grad theta")
 
 
 @pytest.mark.parametrize("tiles", [None, (8, 24)])
@@ -471,10 +403,10 @@ def test_interior_short_path(kind, tiles, monkeypatch):
         monkeypatch.setattr(numba_cpu, "_tiles", lambda input: tiles)
     nd = 3 if kind == "affine3d" else 2
     shape = (2, 2) + ((5, 9, 21) if nd == 3 else (13, 29))
-    theta = _raw_theta(kind, 2, 21, 0.02)
+    theta = raw_theta(kind, 2, 21, 0.02)
     theta[:, :nd, :nd] *= 0.5  # sample the central half of the input
-    x = torch.randn(shape, dtype=F64, generator=_gen(13))
-    g = torch.randn(shape, dtype=F64, generator=_gen(14))
+    x = torch.randn(shape, dtype=F64, generator=gen(13))
+    g = torch.randn(shape, dtype=F64, generator=gen(14))
     for pad in PADS:
         res = []
         for fn in (_numba, _torch_path):
@@ -483,7 +415,7 @@ def test_interior_short_path(kind, tiles, monkeypatch):
             out.backward(g)
             res.append((out.detach(), xi.grad, ti.grad))
         for a, b, what in zip(res[0], res[1], ("output", "grad input", "grad theta")):
-            _close(a, b, 1e-10, f"{what} ({pad})")
+            close(a, b, 1e-10, f"{what} ({pad})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -492,9 +424,9 @@ def test_interior_short_path(kind, tiles, monkeypatch):
 
 
 def test_properties():
-    x = torch.randn(3, 2, 7, 8, dtype=F32, generator=_gen(10))
+    x = torch.randn(3, 2, 7, 8, dtype=F32, generator=gen(10))
     keep = x.clone()
-    theta = _theta("affine", 3, (7, 8), (7, 8), False, F32)
+    theta = theta_away_from_knots("affine", 3, (7, 8), (7, 8), False, F32)
     out = _numba(x, theta, "affine", (7, 8), "bilinear", "zeros", False)
     assert torch.equal(x, keep), "input mutated"
     assert out.dtype == F32 and out.device == x.device and out.is_contiguous()
@@ -515,13 +447,13 @@ def test_size_one_axes(in_size, out_size, align):
     for pad in PADS:
         (out, gx, gt), (ref, rgx, rgt) = _both("affine", "bilinear", pad, align, F64,
                                                shape=(2, 2, *in_size), seed=1)
-        _close(out, ref, 1e-10, f"output {pad}")
-        _close(gx, rgx, 1e-10, f"grad input {pad}")
-        _close(gt, rgt, 1e-10, f"grad theta {pad}")
+        close(out, ref, 1e-10, f"output {pad}")
+        close(gx, rgx, 1e-10, f"grad input {pad}")
+        close(gt, rgt, 1e-10, f"grad theta {pad}")
     x = torch.randn(2, 2, *in_size, dtype=F64)
-    theta = _raw_theta("affine", 2, 3, 0.3)
+    theta = raw_theta("affine", 2, 3, 0.3)
     out = _numba(x, theta, "affine", out_size, "bilinear", "border", align)
-    _close(out, _torch_path(x, theta, "affine", out_size, "bilinear", "border", align), 1e-10,
+    close(out, _torch_path(x, theta, "affine", out_size, "bilinear", "border", align), 1e-10,
            "output size with ones")
 
 
@@ -539,9 +471,9 @@ def test_supports():
 
 @pytest.mark.parametrize("backend", ["numba", "auto"])
 def test_dispatch_through_ops_warp(backend):
-    x = torch.randn(2, 3, 8, 9, dtype=F64, generator=_gen(12))
-    theta = _theta("affine", 2, (8, 9), (5, 6), False, F64)
+    x = torch.randn(2, 3, 8, 9, dtype=F64, generator=gen(12))
+    theta = theta_away_from_knots("affine", 2, (8, 9), (5, 6), False, F64)
     a = warp(x, theta, size=(5, 6), backend=backend)
     b = warp(x, theta, size=(5, 6), backend="torch")
-    _close(a, b, 1e-10, backend)
+    close(a, b, 1e-10, backend)
     assert torch.equal(a, _numba(x, theta, "affine", (5, 6), "bilinear", "zeros", False))

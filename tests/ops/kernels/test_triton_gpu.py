@@ -37,19 +37,16 @@ if DEVICE == "cpu":
 else:
     triton = pytest.importorskip("triton")
 
-from stnkit.ops import affine_grid, projective_grid, warp
+from stnkit.ops import warp
 from stnkit.ops.kernels import triton_gpu
+
+from ._cases import (F32, F64, KINDS, MODES, PADS, TOL, behind_camera, close, gen,
+                     raw_theta, theta_away_from_knots, transform_of)
 
 # The interpreter emulates GPU float arithmetic with numpy, which warns on the NaN / Inf
 # that the non-finite tests feed it on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning:triton.runtime.interpreter")
 
-F64, F32 = torch.float64, torch.float32
-TOL = {F64: 1e-10, F32: 1e-4}
-MARGIN = {F64: 1e-4, F32: 1e-3}
-PADS = ["zeros", "border", "reflection"]
-MODES = ["bilinear", "nearest"]
-KINDS = ["affine", "projective", "affine3d"]
 SHAPE, SIZE = (2, 2, 5, 6), (4, 5)
 SHAPES = {"affine": (SHAPE, SIZE), "projective": (SHAPE, SIZE),
           "affine3d": ((2, 2, 3, 4, 5), (2, 3, 4))}
@@ -61,62 +58,14 @@ def _interpreter(monkeypatch):
         monkeypatch.setenv("TRITON_INTERPRET", "1")
 
 
-def _gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
-def _raw_theta(kind, batch, seed, strength):
-    g = _gen(seed)
-    if kind in ("affine", "affine3d"):
-        nd = 2 if kind == "affine" else 3
-        return torch.eye(nd, nd + 1, dtype=F64) + strength * torch.randn(
-            batch, nd, nd + 1, generator=g, dtype=F64)
-    h = torch.eye(3, dtype=F64) + strength * torch.randn(batch, 3, 3, generator=g, dtype=F64)
-    h[:, 2, :2] *= 0.5  # mild perspective: w > 0 everywhere
-    return h
-
-
-def _pixels(kind, theta, in_size, out_size, align):
-    """(B, P, nd) raw input pixel coordinates of every output point, float64."""
-    theta = theta.double()
-    grid_fn = projective_grid if kind == "projective" else affine_grid
-    nd = len(in_size)
-    grid = grid_fn(theta, out_size, align_corners=align).reshape(theta.shape[0], -1, nd)
-    sizes = torch.tensor(list(reversed(in_size)), dtype=F64)  # (W, H[, D])
-    return (grid + 1) / 2 * (sizes - 1) if align else ((grid + 1) * sizes - 1) / 2
-
-
-def _theta(kind, batch, in_size, out_size, align, dtype, seed=0, strength=0.25):
-    """A theta whose sample points all stay MARGIN away from integers and half-integers."""
-    for s in range(seed, seed + 500):
-        theta = _raw_theta(kind, batch, s, strength)
-        pix = _pixels(kind, theta, in_size, out_size, align)
-        dist = ((2 * pix) - (2 * pix).round()).abs().min().item() / 2
-        if dist > MARGIN[dtype]:
-            return theta.to(dtype)
-    raise AssertionError("no suitable theta found")
-
-
-def _transform(kind):
-    return "projective" if kind == "projective" else "affine"
-
-
 def _triton(x, theta, kind, size, mode, pad, align, deterministic=False):
-    return triton_gpu.warp(x, theta, transform=_transform(kind), size=size, mode=mode,
+    return triton_gpu.warp(x, theta, transform=transform_of(kind), size=size, mode=mode,
                            padding_mode=pad, align_corners=align, deterministic=deterministic)
 
 
 def _torch_path(x, theta, kind, size, mode, pad, align, deterministic=False):
-    return warp(x, theta, transform=_transform(kind), size=size, mode=mode, padding_mode=pad,
+    return warp(x, theta, transform=transform_of(kind), size=size, mode=mode, padding_mode=pad,
                 align_corners=align, backend="torch")
-
-
-def _close(a, b, tol, what):
-    assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} != {tuple(b.shape)}"
-    a, b = a.cpu(), b.cpu()
-    scale = max(1.0, b.abs().max().item()) if b.numel() else 1.0
-    err = (a - b).abs().max().item() if a.numel() else 0.0
-    assert err <= tol * scale, f"{what}: {err=:.3g} > {tol * scale:.3g}"
 
 
 def _run(fn, x, theta, g, kind, size, mode, pad, align, need=(True, True), det=False):
@@ -129,9 +78,9 @@ def _run(fn, x, theta, g, kind, size, mode, pad, align, need=(True, True), det=F
 
 def _inputs(kind, dtype, align, seed=0, shape=None, size=None):
     shape, size = (shape, size) if shape is not None else SHAPES[kind]
-    x = torch.randn(shape, dtype=dtype, generator=_gen(seed + 100))
-    theta = _theta(kind, shape[0], shape[2:], size, align, dtype, seed)
-    g = torch.randn(shape[0], shape[1], *size, dtype=dtype, generator=_gen(seed + 200))
+    x = torch.randn(shape, dtype=dtype, generator=gen(seed + 100))
+    theta = theta_away_from_knots(kind, shape[0], shape[2:], size, align, dtype, seed)
+    g = torch.randn(shape[0], shape[1], *size, dtype=dtype, generator=gen(seed + 200))
     return x, theta, g
 
 
@@ -151,12 +100,12 @@ def test_matches_torch(kind, mode, pad, align, dtype):
     out, gx, gt = _run(_triton, x, theta, g, kind, size, mode, pad, align)
     ref, rgx, rgt = _run(_torch_path, x, theta, g, kind, size, mode, pad, align)
     assert out.dtype == dtype and out.device == x.to(DEVICE).device
-    _close(out, ref, TOL[dtype], "output")
-    _close(gx, rgx, TOL[dtype], "grad input")
+    close(out, ref, TOL[dtype], "output")
+    close(gx, rgx, TOL[dtype], "grad input")
     if mode == "nearest":
         assert (gt == 0).all() and (rgt == 0).all()
     else:
-        _close(gt, rgt, TOL[dtype], "grad theta")
+        close(gt, rgt, TOL[dtype], "grad theta")
 
 
 @pytest.mark.parametrize("pad", PADS)
@@ -170,7 +119,7 @@ def test_deterministic_backward(kind, mode, pad):
     det = [_run(_triton, x, theta, g, kind, size, mode, pad, False, det=True)
            for _ in range(2)]
     for a, b, what in zip(fast, det[0], ("output", "grad input", "grad theta")):
-        _close(b, a, 1e-12, what)
+        close(b, a, 1e-12, what)
     for a, b in zip(det[0], det[1]):
         assert torch.equal(a, b), "deterministic mode changed bits between runs"
 
@@ -178,11 +127,11 @@ def test_deterministic_backward(kind, mode, pad):
 def test_output_size_and_batch():
     """Output size unlike the input's, more than one program per image, batch == per-sample."""
     shape, size = (3, 2, 12, 5), (17, 19)  # 323 output pixels: two programs of 256
-    x = torch.randn(shape, dtype=F64, generator=_gen(1))
-    theta = _theta("affine", 3, shape[2:], size, False, F64, seed=3)
+    x = torch.randn(shape, dtype=F64, generator=gen(1))
+    theta = theta_away_from_knots("affine", 3, shape[2:], size, False, F64, seed=3)
     out = _triton(x.to(DEVICE), theta.to(DEVICE), "affine", size, "bilinear", "zeros", False)
     ref = _torch_path(x, theta, "affine", size, "bilinear", "zeros", False)
-    _close(out, ref, 1e-10, "batch")
+    close(out, ref, 1e-10, "batch")
     for b in range(3):
         one = _triton(x[b:b + 1].to(DEVICE), theta[b:b + 1].to(DEVICE), "affine", size,
                       "bilinear", "zeros", False)
@@ -192,8 +141,8 @@ def test_output_size_and_batch():
 @pytest.mark.parametrize("kind", KINDS)
 def test_gradcheck(kind):
     shape, size = ((1, 2, 4, 5), (3, 4)) if kind != "affine3d" else ((1, 1, 3, 3, 4), (2, 2, 3))
-    x = torch.randn(shape, dtype=F64, generator=_gen(0)).to(DEVICE).requires_grad_()
-    theta = _theta(kind, 1, shape[2:], size, False, F64, seed=5).to(DEVICE).requires_grad_()
+    x = torch.randn(shape, dtype=F64, generator=gen(0)).to(DEVICE).requires_grad_()
+    theta = theta_away_from_knots(kind, 1, shape[2:], size, False, F64, seed=5).to(DEVICE).requires_grad_()
     fn = lambda a, t: _triton(a, t, kind, size, "bilinear", "border", False)
     assert torch.autograd.gradcheck(fn, (x, theta), eps=1e-6, atol=1e-7)
 
@@ -204,7 +153,7 @@ def test_identity_and_subgradient_at_pixel_centres(pad):
     sits on a pixel centre, where grad theta takes the right derivative (as the torch path)."""
     size = (5, 6)
     for align in (False, True):
-        x = torch.randn(2, 2, *size, dtype=F32, generator=_gen(2)).to(DEVICE)
+        x = torch.randn(2, 2, *size, dtype=F32, generator=gen(2)).to(DEVICE)
         theta = torch.eye(2, 3, dtype=F32).repeat(2, 1, 1).to(DEVICE)
         out = _triton(x, theta, "affine", size, "bilinear", pad, align)
         assert torch.equal(out, x), f"identity is not identity ({align=})"
@@ -213,7 +162,7 @@ def test_identity_and_subgradient_at_pixel_centres(pad):
     res = _run(_triton, x, theta, g, "affine", size, "bilinear", pad, True)
     ref = _run(_torch_path, x, theta, g, "affine", size, "bilinear", pad, True)
     for a, b, what in zip(res, ref, ("output", "grad input", "grad theta")):
-        _close(a, b, 1e-12, what)
+        close(a, b, 1e-12, what)
 
 
 @pytest.mark.parametrize("need", [(True, False), (False, True)])
@@ -225,11 +174,11 @@ def test_partial_gradients(need):
     _, rgx, rgt = _run(_torch_path, x, theta, g, "projective", SIZE, "bilinear", "reflection",
                        True, need=need)
     if need[0]:
-        _close(gx, rgx, 1e-10, "grad input")
+        close(gx, rgx, 1e-10, "grad input")
         assert gt is None
     else:
         assert gx is None
-        _close(gt, rgt, 1e-10, "grad theta")
+        close(gt, rgt, 1e-10, "grad theta")
 
 
 def test_no_grad_empty_and_unmutated():
@@ -258,7 +207,7 @@ def test_no_grad_empty_and_unmutated():
 @pytest.mark.parametrize("kind", KINDS)
 def test_nan_theta_is_outside(kind, pad, det):
     shape, size = SHAPES[kind]
-    theta = _raw_theta(kind, 2, 0, 0.2)
+    theta = raw_theta(kind, 2, 0, 0.2)
     theta[0] = float("nan")
     theta[1, 0, 0] = float("inf")
     x = torch.randn(shape, dtype=F64)
@@ -272,24 +221,17 @@ def test_nan_theta_is_outside(kind, pad, det):
 @pytest.mark.parametrize("pad", PADS)
 def test_projective_behind_camera(pad, mode):
     """w <= 0 on part of the output: those points are outside in every padding mode."""
-    x = torch.randn(2, 2, 9, 10, dtype=F64, generator=_gen(4))
-    h = torch.eye(3, dtype=F64).repeat(2, 1, 1)
-    h[:, 2, 0] = torch.tensor([1.7, -1.3], dtype=F64)  # w = 1.7 x + 1 <= 0 left of x = -0.59
-    h[:, 0, 1] = 0.13
-    h[:, 1, 2] = 0.07
-    size = (8, 13)
-    w = _pixels("projective", h, (9, 10), size, False)
-    assert torch.isnan(w).any() and torch.isfinite(w).any(), "test needs both kinds of points"
+    x, h, size = behind_camera()
     g = torch.ones(2, 2, *size, dtype=F64)
     res = _run(_triton, x, h, g, "projective", size, mode, pad, False)
     ref = _run(_torch_path, x, h, g, "projective", size, mode, pad, False)
     for a, b, what in zip(res, ref, ("output", "grad input", "grad theta")):
-        _close(a, b, 1e-9, what)
+        close(a, b, 1e-9, what)
 
 
 def test_huge_finite_coordinates():
     """1e30 away: zeros -> 0, border -> the border pixel, reflection -> somewhere inside."""
-    x = torch.rand(1, 2, 6, 7, dtype=F64, generator=_gen(5)).to(DEVICE)
+    x = torch.rand(1, 2, 6, 7, dtype=F64, generator=gen(5)).to(DEVICE)
     theta = torch.tensor([[[1.0, 0.0, 1e30], [0.0, 1.0, -1e30]]], dtype=F64).to(DEVICE)
     for pad in PADS:
         out = _triton(x, theta, "affine", (4, 5), "bilinear", pad, False)
@@ -302,7 +244,7 @@ def test_huge_finite_coordinates():
             assert (out >= x.amin()).all() and (out <= x.amax()).all()
     t3 = torch.zeros(1, 3, 4, dtype=F64)
     t3[0, :, 3] = torch.tensor([1e30, -1e30, 1e30])
-    x3 = torch.rand(1, 1, 3, 4, 5, dtype=F64, generator=_gen(6)).to(DEVICE)
+    x3 = torch.rand(1, 1, 3, 4, 5, dtype=F64, generator=gen(6)).to(DEVICE)
     out = _triton(x3, t3.to(DEVICE), "affine3d", (2, 2, 2), "bilinear", "border", False)
     assert torch.equal(out, x3[:, :, -1:, :1, -1:].expand_as(out))  # z last, y first, x last
 
@@ -359,13 +301,13 @@ def test_near_knot_points_are_snapped(dtype):
     theta = torch.stack([torch.stack([c, -s, 0 * c], -1), torch.stack([s, c, 0 * c], -1)], 1)
     theta = torch.cat([theta, torch.tensor([[[0.5, 0, 0], [0, 0.5, 0]]], dtype=F64)])
     theta = theta.to(dtype)
-    x = torch.randn(4, 1, *size, dtype=dtype, generator=_gen(8))
-    g = torch.randn(4, 1, *size, dtype=dtype, generator=_gen(9))
+    x = torch.randn(4, 1, *size, dtype=dtype, generator=gen(8))
+    g = torch.randn(4, 1, *size, dtype=dtype, generator=gen(9))
     for align in (False, True):
         res = _run(_triton, x, theta, g, "affine", size, "bilinear", "zeros", align)
         ref = _run(_torch_path, x, theta, g, "affine", size, "bilinear", "zeros", align)
         for a, b, what in zip(res, ref, ("output", "grad input", "grad theta")):
-            _close(a, b, TOL[dtype], f"{what} ({align=})")
+            close(a, b, TOL[dtype], f"{what} ({align=})")
 
 
 def test_benchmark_script_smoke():

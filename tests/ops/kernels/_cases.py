@@ -1,0 +1,86 @@
+"""Cases shared by the kernel backends' tests (numba_cpu, triton_gpu): random thetas that
+keep every sample point away from knots, their pixel coordinates, and the comparison."""
+
+from __future__ import annotations
+
+import torch
+
+from stnkit.ops import affine_grid, projective_grid
+
+F64, F32 = torch.float64, torch.float32
+TOL = {F64: 1e-10, F32: 1e-4}
+MARGIN = {F64: 1e-4, F32: 1e-3}
+PADS = ["zeros", "border", "reflection"]
+MODES = ["bilinear", "nearest"]
+KINDS = ["affine", "projective", "affine3d"]
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def raw_theta(kind, batch, seed, strength):
+    """Identity plus N(0, strength) noise; projective with a mild perspective (w > 0)."""
+    g = gen(seed)
+    if kind in ("affine", "affine3d"):
+        nd = 2 if kind == "affine" else 3
+        return torch.eye(nd, nd + 1, dtype=F64) + strength * torch.randn(
+            batch, nd, nd + 1, generator=g, dtype=F64)
+    h = torch.eye(3, dtype=F64) + strength * torch.randn(batch, 3, 3, generator=g, dtype=F64)
+    h[:, 2, :2] *= 0.5  # mild perspective: w > 0 everywhere
+    return h
+
+
+def pixels(kind, theta, in_size, out_size, align):
+    """(B, P, nd) raw input pixel coordinates of every output point, float64."""
+    theta = theta.double().cpu()
+    grid_fn = projective_grid if kind == "projective" else affine_grid
+    nd = len(in_size)
+    grid = grid_fn(theta, out_size, align_corners=align).reshape(theta.shape[0], -1, nd)
+    sizes = torch.tensor(list(reversed(in_size)), dtype=F64)  # (W, H[, D])
+    return (grid + 1) / 2 * (sizes - 1) if align else ((grid + 1) * sizes - 1) / 2
+
+
+def theta_away_from_knots(kind, batch, in_size, out_size, align, dtype, seed=0,
+                          strength=0.25):
+    """A theta whose sample points all stay MARGIN away from integers and half-integers."""
+    for s in range(seed, seed + 500):
+        theta = raw_theta(kind, batch, s, strength)
+        pix = pixels(kind, theta, in_size, out_size, align)
+        if align:  # a size-1 axis with align_corners maps everything onto its pixel: skip it
+            keep = [d for d in range(len(in_size)) if in_size[-1 - d] > 1]
+            pix = pix[..., keep]
+        pix = pix[torch.isfinite(pix)]
+        if pix.numel() == 0:
+            return theta.to(dtype)
+        dist = ((2 * pix) - (2 * pix).round()).abs().min().item() / 2
+        if dist > MARGIN[dtype]:
+            return theta.to(dtype)
+    raise AssertionError("no suitable theta found")
+
+
+def transform_of(kind):
+    return "projective" if kind == "projective" else "affine"
+
+
+def behind_camera():
+    """(x, h, size): homographies with w <= 0 over part of the output (left of x = -0.59 for
+    the first), checked to have both kinds of points."""
+    x = torch.randn(2, 2, 9, 10, dtype=F64, generator=gen(4))
+    h = torch.eye(3, dtype=F64).repeat(2, 1, 1)
+    h[:, 2, 0] = torch.tensor([1.7, -1.3], dtype=F64)  # w = 1.7 x + 1 <= 0 left of x = -0.59
+    h[:, 0, 1] = 0.13
+    h[:, 1, 2] = 0.07
+    size = (8, 13)
+    w = pixels("projective", h, (9, 10), size, False)
+    assert torch.isnan(w).any() and torch.isfinite(w).any(), "test needs both kinds of points"
+    return x, h, size
+
+
+def close(a, b, tol, what):
+    """max |a - b| <= tol * max(1, max |b|), on the CPU."""
+    assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} != {tuple(b.shape)}"
+    a, b = a.cpu(), b.cpu()
+    scale = max(1.0, b.abs().max().item()) if b.numel() else 1.0
+    err = (a - b).abs().max().item() if a.numel() else 0.0
+    assert err <= tol * scale, f"{what}: {err=:.3g} > {tol * scale:.3g}"

@@ -84,3 +84,36 @@ def close(a, b, tol, what):
     scale = max(1.0, b.abs().max().item()) if b.numel() else 1.0
     err = (a - b).abs().max().item() if a.numel() else 0.0
     assert err <= tol * scale, f"{what}: {err=:.3g} > {tol * scale:.3g}"
+
+
+def check_huge_finite_coordinates(run, device="cpu"):
+    """1e30 away: zeros -> 0, border -> the border pixel, reflection -> somewhere inside.
+
+    ``run(x, theta, kind, size, mode, pad, align)`` is the backend under test."""
+    x = torch.rand(1, 2, 6, 7, dtype=F64, generator=gen(5)).to(device)
+    theta = torch.tensor([[[1.0, 0.0, 1e30], [0.0, 1.0, -1e30]]], dtype=F64).to(device)
+    for pad in PADS:
+        out = run(x, theta, "affine", (4, 5), "bilinear", pad, False)
+        assert torch.isfinite(out).all(), pad
+        if pad == "zeros":
+            assert (out == 0).all()
+        elif pad == "border":  # x -> right border, y -> top border
+            assert torch.equal(out, x[:, :, :1, -1:].expand_as(out))
+        else:
+            assert (out >= x.amin()).all() and (out <= x.amax()).all()
+    t3 = torch.zeros(1, 3, 4, dtype=F64)
+    t3[0, :, 3] = torch.tensor([1e30, -1e30, 1e30])
+    x3 = torch.rand(1, 1, 3, 4, 5, dtype=F64, generator=gen(6)).to(device)
+    out = run(x3, t3.to(device), "affine3d", (2, 2, 2), "bilinear", "border", False)
+    assert torch.equal(out, x3[:, :, -1:, :1, -1:].expand_as(out))  # z last, y first, x last
+
+
+def check_against(res, ref, mode, tol):
+    """(output, grad input, grad theta) of a backend against the reference's; nearest passes
+    no gradient to theta in either."""
+    close(res[0], ref[0], tol, "output")
+    close(res[1], ref[1], tol, "grad input")
+    if mode == "nearest":
+        assert (res[2] == 0).all() and (ref[2] == 0).all()
+    else:
+        close(res[2], ref[2], tol, "grad theta")

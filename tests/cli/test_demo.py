@@ -45,7 +45,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert "| st-cnn-aff |" in (out / "summary.md").read_text()
 
     n = BUDGETS["quick"]["snapshot_count"]
-    frames = math.ceil(its / math.ceil(its / EVALUATIONS["st-cnn-aff"]))
+    frames = 1 + math.ceil(its / math.ceil(its / EVALUATIONS["st-cnn-aff"]))  # + step 0
     tile, gap = plots.TILE, plots.GAP
     assert size_of(out / "samples.png") == ("PNG", plots.samples_figure_size(n, 1))
     assert size_of(out / "curves.png") == ("PNG", plots.curves_figure_size())

@@ -153,7 +153,15 @@ def test_snapshots_of_a_transformer_model(tmp_path):
     run = tmp_path / "run"
     train(tiny_config(run, model="st-fcn-aff", snapshot_count=5), progress=False)
     snaps = sorted((run / "snapshots").glob("step_*.safetensors"))
-    assert [p.name for p in snaps] == ["step_00000003.safetensors", "step_00000006.safetensors"]
+    assert [p.name for p in snaps] == ["step_00000000.safetensors", "step_00000003.safetensors",
+                                       "step_00000006.safetensors"]
+    # step 0, before any training: the identity-initialised transformer returns its input
+    with safe_open(str(snaps[0]), framework="pt") as f:
+        first, theta0 = f.get_tensor("output_0"), f.get_tensor("theta_0")
+    with safe_open(str(run / "snapshots" / "inputs.safetensors"), framework="pt") as f:
+        inputs = f.get_tensor("images")
+    assert torch.equal(theta0, torch.eye(2, 3).expand(5, 2, 3))
+    assert torch.equal(first, inputs.float())
     with safe_open(str(snaps[-1]), framework="pt") as f:
         meta = f.metadata()
         out, theta = f.get_tensor("output_0"), f.get_tensor("theta_0")

@@ -38,7 +38,8 @@ BUDGETS = {
                   train_size=256, test_size=64, snapshot_count=8, log_every=2),
 }
 # Evaluations on the test split per model: the ST-CNN's snapshots make the evolution
-# pictures (one frame per evaluation); the CNN's are expensive and only feed its curve.
+# pictures (step 0, then one frame per evaluation); the CNN's are expensive and only feed
+# its curve.
 EVALUATIONS = {"cnn": 2, "st-cnn-aff": 10}
 EVALUATIONS_FULL = {"cnn": 1, "st-cnn-aff": 5}  # the full test split is 5x the embedded one
 

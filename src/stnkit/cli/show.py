@@ -15,7 +15,7 @@ a run directory (from `stnkit train`) gives:
   samples.png     fixed test samples: the input, the input with the outline of the region the
                   transformer reads, and the transformer's output (final weights)
   curves.png      loss, train/test error and learning rate against the step
-  evolution.gif   the transformer's output on the same samples at every evaluation
+  evolution.gif   the transformer's output on the same samples at step 0 and every evaluation
   evolution.png   the same as a strip, a few evaluations
 a reproduction directory (from `stnkit reproduce`, it has results.csv) gives:
   results.png     our test errors (mean +- std over seeds) next to the paper's, per cell

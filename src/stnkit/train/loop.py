@@ -10,8 +10,8 @@ A run directory, written by rank 0 only::
       checkpoint.state.safetensors optimizer + RNG      }
       checkpoint.json              step, config, optimizer, scheduler, rng, metrics, ...
       snapshots/inputs.safetensors the first N test samples ("images", "labels")
-      snapshots/step_XXXXXXXX.safetensors  per evaluation, per transformer i: "output_i",
-                                   "theta_i"; metadata step, count, transform_i
+      snapshots/step_XXXXXXXX.safetensors  at step 0 and every evaluation, per transformer i:
+                                   "output_i", "theta_i"; metadata step, count, transform_i
       eval.json                    written by evaluate() / `stnkit eval`
 
 The loop is iteration based;
@@ -433,6 +433,8 @@ class _Run:
         if fresh:  # the step-0 checkpoint: a fresh run is resumable from its first moment
             try:
                 self._checkpoint(0, finished=False)
+                if dist.is_main:  # the untrained transformer: the first frame of the evolution
+                    _write_snapshot(self.run_dir, self.model, self._snapshot_inputs(), 0)
             except BaseException:
                 lock.close()
                 self._cleanup()

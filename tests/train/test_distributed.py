@@ -69,3 +69,26 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     with pytest.raises(CheckpointError, match=r"written by 2 process\(es\); resume it with the same"):
         resume(ddp, iterations=8, progress=False)
     assert (ddp / "checkpoint.json").read_bytes() == before
+
+
+def test_torchrun_reproduce_joins_once_and_matches_one_process(tmp_path):
+    """``torchrun ... stnkit reproduce``: every cell trains once (one log line each, from rank
+    0), the tables equal a single-process reproduction's, and a rerun finds every cell done.
+    (Each cell used to join and leave the process group itself; the second join failed.)"""
+    entry = Path(__file__).with_name("_torchrun_entry.py")
+    args = ["reproduce", "table1", "--variants", "R,E", "--models", "fcn,st-fcn-aff", "--seeds",
+            "1", "--dry-run", "--data-dir", "embedded", "--device", "cpu", "--quiet"]
+    ddp, single = tmp_path / "ddp", tmp_path / "single"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+           str(entry), *args, "--out", str(ddp)]
+    for how in ("trained", "done before"):
+        res = subprocess.run(cmd, env=stnkit_env(), cwd=REPO, capture_output=True, text=True,
+                             timeout=300)
+        assert res.returncode == 0, f"stdout:\n{res.stdout[-2000:]}\nstderr:\n{res.stderr[-3000:]}"
+        lines = [s for s in res.stdout.splitlines() if s.startswith("[")]
+        assert len(lines) == 4 and all(f": {how}," in s for s in lines), res.stdout
+        assert res.stdout.count("| model | R | E |") == 1, res.stdout
+    from stnkit.cli import main
+
+    assert main([*args, "--out", str(single)]) == 0
+    assert (ddp / "results.csv").read_text() == (single / "results.csv").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 HELP = "reproduce the paper's Table 1 / cluttered / addition experiments (resumable)"
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         from stnkit.cli import CommandError
 
         raise CommandError(str(e)) from None
-    with open(f"{args.out}/results.md") as f:
-        print("\n" + f.read(), end="")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one table
+        with open(f"{args.out}/results.md") as f:
+            print("\n" + f.read(), end="")
     return 0

@@ -24,7 +24,8 @@ from typing import Any
 from stnkit._checks import fail
 from stnkit.train import checkpoint as ckpt
 from stnkit.train.config import TrainConfig, check_config, from_dict, resolve_config
-from stnkit.train.loop import resume, train
+from stnkit.train.distributed import setup as join_group
+from stnkit.train.loop import resolve_device, resume, train
 from stnkit.train.paper import CITATION, paper_error
 
 __all__ = ["EXPERIMENTS", "reproduce"]
@@ -230,32 +231,49 @@ def reproduce(experiment: str, out: str | os.PathLike, *, variants: Sequence[str
                                                               settings, cell_times).encode())
         return rows
 
-    for i, (v, m, k) in enumerate(cells, 1):
-        run = _cell_dir(out, v, m, k)
-        cfg = resolve_config(overrides={**base, "model": m, "data": v, "out": str(run), "seed": k})
-        tag = f"[{i}/{len(cells)}] {v} {m} seed{k}"
-        t0 = time.perf_counter()
-        if (run / ckpt.RECORD).exists() or (run / (ckpt.RECORD + ".tmp")).exists():
-            ckpt.recover(run)
-            _check_same(run, cfg)
-            err = _finished_error(run, cfg.iterations)
-            if err is not None:
-                errors.setdefault((v, m), []).append(err)
-                if log:
-                    log(f"{tag}: done before, {err:.2f}% test error")
-                continue
-            result = resume(run, iterations=cfg.iterations, progress=progress)
-            how = "resumed"
-        else:
-            if run.exists():  # a cell that died before its first checkpoint: nothing to keep
-                shutil.rmtree(run)
-            result = train(cfg, progress=progress)
-            how = "trained"
-        dt = time.perf_counter() - t0
-        cell_times[f"{v}/{m}/seed{k}"] = dt
-        err = result["test_error"]
-        errors.setdefault((v, m), []).append(float(err))
-        if log:
-            log(f"{tag}: {how}, {err:.2f}% test error ({dt:.1f} s)")
-        write_tables()
-    return write_tables()
+    # Under torchrun every rank runs every cell: the process group is joined once here and
+    # kept across cells (each train() finds it joined and leaves it alone). Rank 0 alone
+    # changes files and prints; barriers keep the ranks' decisions in step.
+    group = join_group(resolve_device(str(base["device"])))
+    finished = False
+    try:
+        for i, (v, m, k) in enumerate(cells, 1):
+            run = _cell_dir(out, v, m, k)
+            cfg = resolve_config(overrides={**base, "model": m, "data": v, "out": str(run),
+                                            "seed": k})
+            tag = f"[{i}/{len(cells)}] {v} {m} seed{k}"
+            t0 = time.perf_counter()
+            started = (run / ckpt.RECORD).exists() or (run / (ckpt.RECORD + ".tmp")).exists()
+            group.barrier()  # every rank has looked before rank 0 changes anything
+            if started:
+                if group.is_main:
+                    ckpt.recover(run)
+                group.barrier()
+                _check_same(run, cfg)
+                err = _finished_error(run, cfg.iterations)
+                if err is not None:
+                    errors.setdefault((v, m), []).append(err)
+                    if log and group.is_main:
+                        log(f"{tag}: done before, {err:.2f}% test error")
+                    continue
+                result = resume(run, iterations=cfg.iterations, progress=progress)
+                how = "resumed"
+            else:
+                if run.exists() and group.is_main:  # died before its first checkpoint
+                    shutil.rmtree(run)
+                group.barrier()
+                result = train(cfg, progress=progress)
+                how = "trained"
+            dt = time.perf_counter() - t0
+            cell_times[f"{v}/{m}/seed{k}"] = dt
+            err = result["test_error"]
+            errors.setdefault((v, m), []).append(float(err))
+            if log and group.is_main:
+                log(f"{tag}: {how}, {err:.2f}% test error ({dt:.1f} s)")
+            if group.is_main:
+                write_tables()
+        rows = write_tables() if group.is_main else _rows(experiment, variants, models, errors)
+        finished = True
+        return rows
+    finally:
+        group.teardown(finished=finished)

@@ -92,3 +92,24 @@ def test_torchrun_reproduce_joins_once_and_matches_one_process(tmp_path):
 
     assert main([*args, "--out", str(single)]) == 0
     assert (ddp / "results.csv").read_text() == (single / "results.csv").read_text()
+
+
+def test_setup_under_torchrun_on_cuda_picks_the_local_device(monkeypatch):
+    """The CUDA branch of ``setup`` (no GPU needed: the device calls and the group are faked).
+    An ``import torch...`` statement inside ``setup`` once made ``torch`` a local name there,
+    so this branch raised UnboundLocalError before it reached the group."""
+    import torch.distributed as tdist
+
+    from stnkit.train import distributed
+
+    picked = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "set_device", picked.append)
+    monkeypatch.setattr(tdist, "is_initialized", lambda: True)  # a group someone else made
+    monkeypatch.setattr(tdist, "get_rank", lambda: 1)
+    monkeypatch.setattr(tdist, "get_world_size", lambda: 2)
+    d = distributed.setup(torch.device("cuda"))
+    assert d.device == torch.device("cuda", 1) and picked == [torch.device("cuda", 1)]
+    assert (d.rank, d.world_size, d.local_rank, d.initialised_here) == (1, 2, 1, False)

@@ -10,6 +10,7 @@ agreed on by all ranks so none is left waiting.
 from __future__ import annotations
 
 import datetime
+import importlib
 import os
 from dataclasses import dataclass
 
@@ -106,8 +107,9 @@ def setup(device: torch.device) -> Dist:
         # torch 2.13: importing torch._inductor (DDP and use_deterministic_algorithms do)
         # once the default group exists keeps the group alive past destroy_process_group;
         # its gloo threads then outlive the interpreter and can abort the process at exit.
-        # Imported before the group is made, it holds no reference to it.
-        import torch._inductor.config  # noqa: F401
+        # Imported before the group is made, it holds no reference to it. (import_module:
+        # an import statement here would make ``torch`` a local name of this function.)
+        importlib.import_module("torch._inductor.config")
 
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=10))

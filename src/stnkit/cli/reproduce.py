@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 HELP = "reproduce the paper's Table 1 / cluttered / addition experiments (resumable)"
@@ -43,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from stnkit.train import EXPERIMENTS as SPECS
     from stnkit.train import TrainingDiverged, TrainingInterrupted, reproduce
+    from stnkit.train.distributed import launch_rank
 
     spec = SPECS[args.experiment]
     for flag, given, allowed in (("--variants", args.variants, spec["variants"]),):
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         from stnkit.cli import CommandError
 
         raise CommandError(str(e)) from None
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one table
+    if launch_rank() == 0:  # under torchrun, one table
         with open(f"{args.out}/results.md") as f:
             print("\n" + f.read(), end="")
     return 0

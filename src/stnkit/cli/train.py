@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 
 HELP = "train a model on a distorted-MNIST variant (or continue a run with --resume)"
@@ -99,6 +98,7 @@ def _summary(result: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from stnkit.cli import CommandError
     from stnkit.train import TrainingDiverged, TrainingInterrupted, resolve_config, resume, train
+    from stnkit.train.distributed import launch_rank
 
     names = [f.name for f in _fields()]
     explicit = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
@@ -123,6 +123,6 @@ def run(args: argparse.Namespace) -> int:
         return 130
     except TrainingDiverged as e:
         raise CommandError(str(e)) from None
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary
+    if launch_rank() == 0:  # under torchrun, one summary
         print(_summary(result))
     return 0

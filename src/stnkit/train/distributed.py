@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["Dist", "setup"]
+__all__ = ["Dist", "launch_rank", "setup"]
 
 
 @dataclass
@@ -92,12 +92,18 @@ class Dist:
             self.initialised_here = False
 
 
+def launch_rank() -> int:
+    """This process's rank as the launcher set it (``RANK``; 0 outside torchrun), known
+    before any process group is joined."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def setup(device: torch.device) -> Dist:
     """Join the process group ``torchrun`` describes, or return a single-process ``Dist``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist(device=device)
-    rank = int(os.environ["RANK"])
+    rank = int(os.environ["RANK"])  # required with WORLD_SIZE > 1
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from stnkit.train import checkpoint as ckpt
 from stnkit.train._data import BatchOrder, Split, load_split
 from stnkit.train.config import TrainConfig, apply_dry_run, check_config, from_dict, to_dict
-from stnkit.train.distributed import Dist, setup
+from stnkit.train.distributed import Dist, launch_rank, setup
 
 __all__ = ["RunDirError", "TrainingDiverged", "TrainingInterrupted", "resume", "train"]
 
@@ -682,7 +682,7 @@ def resume(run_dir: str | os.PathLike, *, iterations: int | None = None,
         raise RunDirError(f"resume: run directory {str(run)!r} does not exist")
     if not (run / ckpt.RECORD).exists() and not (run / (ckpt.RECORD + ".tmp")).exists():
         raise RunDirError(f"resume: {str(run)!r} is not a run directory (no {ckpt.RECORD})")
-    if int(os.environ.get("RANK", "0")) == 0:
+    if launch_rank() == 0:
         ckpt.recover(run)
     else:  # let rank 0 finish a roll-forward first
         deadline = time.monotonic() + 60

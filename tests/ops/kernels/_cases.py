@@ -117,3 +117,14 @@ def check_against(res, ref, mode, tol):
         assert (res[2] == 0).all() and (ref[2] == 0).all()
     else:
         close(res[2], ref[2], tol, "grad theta")
+
+
+def check_partial(grads, ref, need, tol=1e-10):
+    """(grad input, grad theta) when only one of them was asked for (``need``): that one
+    matches the reference's, the other is None."""
+    if need[0]:
+        close(grads[0], ref[0], tol, "grad input")
+        assert grads[1] is None
+    else:
+        assert grads[0] is None
+        close(grads[1], ref[1], tol, "grad theta")

@@ -224,6 +224,111 @@ def forward(inp, D, H, W, cf, out, Do, Ho, Wo, mode, pad, align, TW, L, nchunk):
                             oa[m] = pa[off[k]] if ax0[k] != zero else zero
 
 
+@jit()
+def tap_grads_3d(pa, o, sx, sy, sz, gk, a0, a1, b0, b1, z0, z1, d0, d1, e0, e1, f0, f1):
+    """(dL/dx, dL/dy, dL/dz) of one trilinear sample at taps o + {0, sx} + {0, sy} + {0, sz}
+    of plane pa, upstream gradient gk: weights (a.. x, b.. y, z.. z), derivatives
+    (d.. x, e.. y, f.. z)."""
+    e, f = o + sz, o + sy
+    hh = e + sy
+    v000, v001, v010, v011 = pa[o], pa[o + sx], pa[f], pa[f + sx]
+    v100, v101, v110, v111 = pa[e], pa[e + sx], pa[hh], pa[hh + sx]
+    # d/dx: the x weights replaced by derivatives
+    lo = b0 * (d0 * v000 + d1 * v001) + b1 * (d0 * v010 + d1 * v011)
+    hi = b0 * (d0 * v100 + d1 * v101) + b1 * (d0 * v110 + d1 * v111)
+    x00 = a0 * v000 + a1 * v001
+    x01 = a0 * v010 + a1 * v011
+    x10 = a0 * v100 + a1 * v101
+    x11 = a0 * v110 + a1 * v111
+    return (gk * (z0 * lo + z1 * hi),
+            gk * (z0 * (e0 * x00 + e1 * x01) + z1 * (e0 * x10 + e1 * x11)),
+            gk * (f0 * (b0 * x00 + b1 * x01) + f1 * (b0 * x10 + b1 * x11)))
+
+
+@jit()
+def scatter8(sa, o, sx, sy, sz, gk, a0, a1, b0, b1, z0, z1):
+    """grad_input of one trilinear sample: two ``scatter4`` (slices z and z + 1)."""
+    zero = sa.dtype.type(0.0)
+    wz0 = z0 * gk
+    wz1 = z1 * gk
+    if z0 != zero:
+        scatter4(sa, o, sx, sy, wz0 * b0, wz0 * b1, a0, a1, b0, b1)
+    if z1 != zero:
+        scatter4(sa, o + sz, sx, sy, wz1 * b0, wz1 * b1, a0, a1, b0, b1)
+
+
+@jit()
+def tile_grads_3d(pa, ga, sa, taps, row0, h, w, j0, Wo, sx, sy, sz, bilinear, theta_grad,
+                  need_input):
+    """``_numba_2d.tile_grads`` for trilinear samples: tile rows row0 .. row0 + h (row =
+    k * Ho + i). ``taps`` holds the tile arrays (off, ax0, ax1, ay0, ay1, az0, az1, dx0, dx1,
+    dy0, dy1, dz0, dz1, gx, gy, gz)."""
+    off, ax0, ax1, ay0, ay1, az0, az1, dx0, dx1, dy0, dy1, dz0, dz1, gx, gy, gz = taps
+    zero = pa.dtype.type(0.0)
+    for r in range(h):
+        base = U((row0 + r) * Wo + j0 - r * w)  # ga[base + k]: tile pixel k
+        ks = r * w
+        if not bilinear:  # nearest: one tap (ax0[k]: 1 inside, 0 outside)
+            for par in range(2):
+                for k in range(U(ks + par), U(ks + w), U(2)):
+                    if ax0[k] != zero:
+                        sa[off[k]] += ga[base + k]
+        elif not need_input:
+            for k in range(U(ks), U(ks + w)):
+                qx, qy, qz = tap_grads_3d(pa, off[k], sx, sy, sz, ga[base + k], ax0[k], ax1[k],
+                                          ay0[k], ay1[k], az0[k], az1[k], dx0[k], dx1[k],
+                                          dy0[k], dy1[k], dz0[k], dz1[k])
+                gx[k] += qx
+                gy[k] += qy
+                gz[k] += qz
+        else:
+            for par in range(2):
+                for k in range(U(ks + par), U(ks + w), U(2)):
+                    o = off[k]
+                    gk = ga[base + k]
+                    a0, a1, b0, b1, z0, z1 = ax0[k], ax1[k], ay0[k], ay1[k], az0[k], az1[k]
+                    if theta_grad:
+                        qx, qy, qz = tap_grads_3d(pa, o, sx, sy, sz, gk, a0, a1, b0, b1, z0, z1,
+                                                  dx0[k], dx1[k], dy0[k], dy1[k], dz0[k],
+                                                  dz1[k])
+                        gx[k] += qx
+                        gy[k] += qy
+                        gz[k] += qz
+                    scatter8(sa, o, sx, sy, sz, gk, a0, a1, b0, b1, z0, z1)
+
+
+@jit()
+def tile_grads_3d_channels(ib, gb, Gb, c0, c1, taps, row0, h, w, j0, Wo, sx, sy, sz,
+                           need_input):
+    """``tile_grads_3d`` (trilinear, theta) for channels c0 .. c1 at once, pixel-outer (the
+    sums over channels stay in registers); ib, gb, Gb: the (C, P) planes of one image."""
+    off, ax0, ax1, ay0, ay1, az0, az1, dx0, dx1, dy0, dy1, dz0, dz1, gx, gy, gz = taps
+    zero = ib.dtype.type(0.0)
+    step = 2 if need_input else 1
+    for r in range(h):
+        base = U((row0 + r) * Wo + j0 - r * w)
+        ks = r * w
+        for par in range(step):
+            for k in range(U(ks + par), U(ks + w), U(step)):
+                o = off[k]
+                a0, a1, b0, b1, z0, z1 = ax0[k], ax1[k], ay0[k], ay1[k], az0[k], az1[k]
+                sgx = zero
+                sgy = zero
+                sgz = zero
+                for c in range(U(c0), U(c1)):
+                    gk = gb[c, base + k]
+                    qx, qy, qz = tap_grads_3d(ib[c], o, sx, sy, sz, gk, a0, a1, b0, b1, z0, z1,
+                                              dx0[k], dx1[k], dy0[k], dy1[k], dz0[k], dz1[k])
+                    sgx += qx
+                    sgy += qy
+                    sgz += qz
+                    if need_input:
+                        scatter8(Gb[c], o, sx, sy, sz, gk, a0, a1, b0, b1, z0, z1)
+                gx[k] = sgx
+                gy[k] = sgy
+                gz[k] = sgz
+
+
 @jit(parallel=True)
 def backward(inp, D, H, W, cf, gout, Do, Ho, Wo, mode, pad, align, TW, L, gin, priv, rows,
              tasks, phases, nslots, need_input, need_theta):
@@ -306,65 +411,19 @@ def backward(inp, D, H, W, cf, gout, Do, Ho, Wo, mode, pad, align, TW, L, gin, p
                                     off[k] = np.uint32((cz * np.int32(H) + cy) * np.int32(W)
                                                        + cx)
                                     ax0[k] = t(1.0) if inx & iny & inz else zero
-                            # pixel-outer, channel-inner (taps read once); even then odd
-                            # pixels of a row (fewer back-to-back read-modify-writes)
                             G = priv if buf >= 0 else gin
-                            bg = U(buf if buf >= 0 else b)
-                            ub, uc0, uc1 = U(b), U(c0), U(c1)
-                            for r in range(h):
-                                base = U((kk * Ho + i0 + r) * Wo + j0 - r * w)
-                                ks = r * w
-                                for par in range(2):
-                                    for k in range(U(ks + par), U(ks + w), U(2)):
-                                        o = off[k]
-                                        p0 = base + k
-                                        e, f = o + sz, o + sy
-                                        hh = e + sy
-                                        if not bilinear:
-                                            if ax0[k] != zero:
-                                                for c in range(uc0, uc1):
-                                                    G[bg, c, o] += gout[ub, c, p0]
-                                            continue
-                                        a0, a1, b0, b1 = ax0[k], ax1[k], ay0[k], ay1[k]
-                                        z0, z1 = az0[k], az1[k]
-                                        sgx = zero
-                                        sgy = zero
-                                        sgz = zero
-                                        for c in range(uc0, uc1):
-                                            gk = gout[ub, c, p0]
-                                            if theta_grad:
-                                                v000, v001 = inp[ub, c, o], inp[ub, c, o + sx]
-                                                v010, v011 = inp[ub, c, f], inp[ub, c, f + sx]
-                                                v100, v101 = inp[ub, c, e], inp[ub, c, e + sx]
-                                                v110, v111 = inp[ub, c, hh], inp[ub, c, hh + sx]
-                                                d0, d1 = dx0[k], dx1[k]
-                                                # d/dx: the x weights replaced by derivatives
-                                                lo = (b0 * (d0 * v000 + d1 * v001)
-                                                      + b1 * (d0 * v010 + d1 * v011))
-                                                hi = (b0 * (d0 * v100 + d1 * v101)
-                                                      + b1 * (d0 * v110 + d1 * v111))
-                                                sgx += gk * (z0 * lo + z1 * hi)
-                                                x00 = a0 * v000 + a1 * v001
-                                                x01 = a0 * v010 + a1 * v011
-                                                x10 = a0 * v100 + a1 * v101
-                                                x11 = a0 * v110 + a1 * v111
-                                                sgy += gk * (z0 * (dy0[k] * x00 + dy1[k] * x01)
-                                                             + z1 * (dy0[k] * x10 + dy1[k] * x11))
-                                                sgz += gk * (dz0[k] * (b0 * x00 + b1 * x01)
-                                                             + dz1[k] * (b0 * x10 + b1 * x11))
-                                            if need_input:
-                                                wz0 = z0 * gk
-                                                wz1 = z1 * gk
-                                                if z0 != zero:
-                                                    scatter4(G, bg, c, o, sx, sy, wz0 * b0,
-                                                             wz0 * b1, a0, a1, b0, b1)
-                                                if z1 != zero:
-                                                    scatter4(G, bg, c, e, sx, sy, wz1 * b0,
-                                                             wz1 * b1, a0, a1, b0, b1)
-                                        if theta_grad:
-                                            gx[k] = sgx
-                                            gy[k] = sgy
-                                            gz[k] = sgz
+                            bg = buf if buf >= 0 else b
+                            taps = (off, ax0, ax1, ay0, ay1, az0, az1, dx0, dx1, dy0, dy1, dz0,
+                                    dz1, gx, gy, gz)
+                            if theta_grad and c1 - c0 > 1:
+                                tile_grads_3d_channels(inp[b], gout[b], G[bg], c0, c1, taps,
+                                                       kk * Ho + i0, h, w, j0, Wo, sx, sy, sz,
+                                                       need_input)
+                            else:
+                                for c in range(c0, c1):
+                                    tile_grads_3d(inp[b, c], gout[b, c], G[bg, c], taps,
+                                                  kk * Ho + i0, h, w, j0, Wo, sx, sy, sz,
+                                                  bilinear, theta_grad, need_input)
                             if theta_grad:
                                 for r in range(h):  # per-row sums (float64)
                                     row = kk * Ho + i0 + r

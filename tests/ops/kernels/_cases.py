@@ -108,6 +108,29 @@ def check_huge_finite_coordinates(run, device="cpu"):
     assert torch.equal(out, x3[:, :, -1:, :1, -1:].expand_as(out))  # z last, y first, x last
 
 
+def check_infinite_output_gradient(run, ref, kind, shape, size, device="cpu"):
+    """An Inf in grad_output reaches only the taps its pixel really reads, as in the
+    reference: no 0 * Inf = NaN on the zero-weight taps of points near the border.
+
+    ``run`` / ``ref(x, theta, kind, size, mode, pad, align)``: the backend under test and
+    the reference."""
+    x = torch.randn(shape, dtype=F64, generator=gen(7))
+    theta = theta_away_from_knots(kind, shape[0], shape[2:], size, False, F64, 7)
+    g = torch.randn(shape[0], shape[1], *size, dtype=F64, generator=gen(8))
+    g[..., 0, :] = float("inf")  # the first and last output rows sample near the border
+    g[..., -1, :] = float("-inf")
+    grads = []
+    for fn in (run, ref):
+        xi = x.clone().to(device).requires_grad_()
+        fn(xi, theta.to(device), kind, size, "bilinear", "zeros", False).backward(g.to(device))
+        grads.append(xi.grad.cpu())
+    assert grads[1].isinf().any(), "the check must put Inf into grad_input"
+    assert torch.equal(grads[0].isnan(), grads[1].isnan()), "NaN in grad_input"
+    assert torch.equal(grads[0].isinf(), grads[1].isinf()), "Inf in grad_input"
+    finite = torch.isfinite(grads[1])
+    close(grads[0][finite], grads[1][finite], TOL[F64], "finite grad_input")
+
+
 def check_against(res, ref, mode, tol):
     """(output, grad input, grad theta) of a backend against the reference's; nearest passes
     no gradient to theta in either."""

@@ -19,8 +19,9 @@ from stnkit.ops.kernels import numba_cpu
 from stnkit.ops.kernels._geometry import axis_coefficients
 
 from ._cases import (F32, F64, KINDS, MODES, PADS, TOL, behind_camera, check_against,
-                     check_huge_finite_coordinates, check_partial, close, gen, pixels, raw_theta,
-                     theta_away_from_knots, transform_of)
+                     check_huge_finite_coordinates, check_infinite_output_gradient,
+                     check_partial, close, gen, pixels, raw_theta, theta_away_from_knots,
+                     transform_of)
 
 # (input shape, output size) per kind
 SHAPES = {"affine": ((2, 3, 9, 11), (7, 13)), "projective": ((2, 3, 9, 11), (7, 13)),
@@ -200,6 +201,11 @@ def test_projective_behind_camera(pad, mode):
 
 def test_huge_finite_coordinates():
     check_huge_finite_coordinates(_numba)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_infinite_output_gradient_stays_in_its_footprint(kind):
+    check_infinite_output_gradient(_numba, _torch_path, kind, *SHAPES[kind])
 
 
 # ---------------------------------------------------------------------------------------------

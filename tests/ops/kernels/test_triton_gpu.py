@@ -41,8 +41,8 @@ from stnkit.ops import warp
 from stnkit.ops.kernels import triton_gpu
 
 from ._cases import (F32, F64, KINDS, MODES, PADS, TOL, behind_camera, check_against,
-                     check_huge_finite_coordinates, check_partial, close, gen, raw_theta,
-                     theta_away_from_knots, transform_of)
+                     check_huge_finite_coordinates, check_infinite_output_gradient,
+                     check_partial, close, gen, raw_theta, theta_away_from_knots, transform_of)
 
 # The interpreter emulates GPU float arithmetic with numpy, which warns on the NaN / Inf
 # that the non-finite tests feed it on purpose.
@@ -223,6 +223,11 @@ def test_projective_behind_camera(pad, mode):
 
 def test_huge_finite_coordinates():
     check_huge_finite_coordinates(_triton, DEVICE)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_infinite_output_gradient_stays_in_its_footprint(kind):
+    check_infinite_output_gradient(_triton, _torch_path, kind, *SHAPES[kind], DEVICE)
 
 
 # ---------------------------------------------------------------------------------------------

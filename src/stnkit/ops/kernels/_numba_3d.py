@@ -258,6 +258,16 @@ def scatter8(sa, o, sx, sy, sz, gk, a0, a1, b0, b1, z0, z1):
 
 
 @jit()
+def interior_grad_consts_3d(dx0, dx1, dy0, dy1, dz0, dz1, mx, my, mz, t):
+    """Weight derivatives (-1, 1) and padding multipliers (1) of interior voxels, into the
+    whole of these tile arrays: the backward writes them once per run of interior tiles."""
+    one = t(1.0)
+    for k in range(U(dx0.size)):
+        dx0[k], dx1[k], dy0[k], dy1[k], dz0[k], dz1[k] = -one, one, -one, one, -one, one
+        mx[k], my[k], mz[k] = one, one, one
+
+
+@jit()
 def tile_grads_3d(pa, ga, sa, taps, row0, h, w, j0, Wo, sx, sy, sz, bilinear, theta_grad,
                   need_input):
     """``_numba_2d.tile_grads`` for trilinear samples: tile rows row0 .. row0 + h (row =
@@ -278,9 +288,9 @@ def tile_grads_3d(pa, ga, sa, taps, row0, h, w, j0, Wo, sx, sy, sz, bilinear, th
                 qx, qy, qz = tap_grads_3d(pa, off[k], sx, sy, sz, ga[base + k], ax0[k], ax1[k],
                                           ay0[k], ay1[k], az0[k], az1[k], dx0[k], dx1[k],
                                           dy0[k], dy1[k], dz0[k], dz1[k])
-                gx[k] += qx
-                gy[k] += qy
-                gz[k] += qz
+                gx[k] = qx
+                gy[k] = qy
+                gz[k] = qz
         else:
             for par in range(2):
                 for k in range(U(ks + par), U(ks + w), U(2)):
@@ -291,9 +301,9 @@ def tile_grads_3d(pa, ga, sa, taps, row0, h, w, j0, Wo, sx, sy, sz, bilinear, th
                         qx, qy, qz = tap_grads_3d(pa, o, sx, sy, sz, gk, a0, a1, b0, b1, z0, z1,
                                                   dx0[k], dx1[k], dy0[k], dy1[k], dz0[k],
                                                   dz1[k])
-                        gx[k] += qx
-                        gy[k] += qy
-                        gz[k] += qz
+                        gx[k] = qx
+                        gy[k] = qy
+                        gz[k] = qz
                     scatter8(sa, o, sx, sy, sz, gk, a0, a1, b0, b1, z0, z1)
 
 
@@ -364,6 +374,7 @@ def backward(inp, D, H, W, cf, gout, Do, Ho, Wo, mode, pad, align, TW, L, gin, p
                                             scr[slot, 15], scr[slot, 16], scr[slot, 17])
             gx, gy, gz = scr[slot, 18], scr[slot, 19], scr[slot, 20]
             off = offs[slot]
+            consts = False  # dx0 .. mz hold the interior constants
             for task in range(phases[ph] + slot, phases[ph + 1], nslots):
                 b, c0, c1, r0, r1, buf, g = (tasks[task, 0], tasks[task, 1], tasks[task, 2],
                                              tasks[task, 3], tasks[task, 4], tasks[task, 5],
@@ -378,39 +389,34 @@ def backward(inp, D, H, W, cf, gout, Do, Ho, Wo, mode, pad, align, TW, L, gin, p
                             tt_i, tt_j = (ti, tj) if w == tw else (ti2, tj2)
                             if bilinear and tile_inside_3d(cf, b, kk, i0, h, j0, w, D, H, W):
                                 # the short path: no padding, no masks
+                                if not consts:
+                                    interior_grad_consts_3d(dx0, dx1, dy0, dy1, dz0, dz1, mx, my,
+                                                            mz, t)
+                                    consts = True
                                 interior_taps_3d(cf, b, t(kk), t(i0), t(j0), tt_i, tt_j, n, W,
                                                  H * W, off, ax0, ax1, ay0, ay1, az0, az1, t)
-                                one = t(1.0)
-                                for k in range(U(n)):
-                                    dx0[k], dx1[k], dy0[k], dy1[k] = -one, one, -one, one
-                                    dz0[k], dz1[k] = -one, one
-                                    mx[k], my[k], mz[k] = one, one, one
-                                    gx[k], gy[k], gz[k] = zero, zero, zero
-                                inside = True
                             else:
+                                consts = False
                                 coords_3d(cf, b, t(kk), t(i0), t(j0), tt_i, tt_j, n, xs, ys, zs)
                                 pad_block_3d(xs, ys, zs, mx, my, mz, n, D, H, W, pad, align, t)
-                                inside = False
-                            if inside:
-                                pass
-                            elif bilinear:
-                                for k in range(U(n)):
-                                    cx, ax0[k], ax1[k], dx0[k], dx1[k] = axis_taps(xs[k], W, t)
-                                    cy, ay0[k], ay1[k], dy0[k], dy1[k] = axis_taps(ys[k], H, t)
-                                    cz, az0[k], az1[k], dz0[k], dz1[k] = axis_taps(zs[k], D, t)
-                                    off[k] = np.uint32((cz * np.int32(H) + cy) * np.int32(W)
-                                                       + cx)
-                                    gx[k] = zero
-                                    gy[k] = zero
-                                    gz[k] = zero
-                            else:
-                                for k in range(U(n)):
-                                    cx, inx = nearest_tap(xs[k], W, t)
-                                    cy, iny = nearest_tap(ys[k], H, t)
-                                    cz, inz = nearest_tap(zs[k], D, t)
-                                    off[k] = np.uint32((cz * np.int32(H) + cy) * np.int32(W)
-                                                       + cx)
-                                    ax0[k] = t(1.0) if inx & iny & inz else zero
+                                if bilinear:
+                                    for k in range(U(n)):
+                                        cx, ax0[k], ax1[k], dx0[k], dx1[k] = axis_taps(xs[k], W,
+                                                                                       t)
+                                        cy, ay0[k], ay1[k], dy0[k], dy1[k] = axis_taps(ys[k], H,
+                                                                                       t)
+                                        cz, az0[k], az1[k], dz0[k], dz1[k] = axis_taps(zs[k], D,
+                                                                                       t)
+                                        off[k] = np.uint32((cz * np.int32(H) + cy) * np.int32(W)
+                                                           + cx)
+                                else:
+                                    for k in range(U(n)):
+                                        cx, inx = nearest_tap(xs[k], W, t)
+                                        cy, iny = nearest_tap(ys[k], H, t)
+                                        cz, inz = nearest_tap(zs[k], D, t)
+                                        off[k] = np.uint32((cz * np.int32(H) + cy) * np.int32(W)
+                                                           + cx)
+                                        ax0[k] = t(1.0) if inx & iny & inz else zero
                             G = priv if buf >= 0 else gin
                             bg = buf if buf >= 0 else b
                             taps = (off, ax0, ax1, ay0, ay1, az0, az1, dx0, dx1, dy0, dy1, dz0,

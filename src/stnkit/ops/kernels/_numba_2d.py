@@ -226,20 +226,18 @@ def interior_taps(cf, b, fi0, fj0, ti, tj, ka, kb, W, off, w00, w01, w10, w11, t
 
 
 @jit()
-def grad_taps(xs, ys, ka, kb, H, W, off, ax0, ax1, ay0, ay1, dx0, dx1, dy0, dy1, gx, gy, t):
-    """Taps, weights and weight derivatives per pixel for the backward; zeroes gx, gy."""
+def grad_taps(xs, ys, ka, kb, H, W, off, ax0, ax1, ay0, ay1, dx0, dx1, dy0, dy1, t):
+    """Taps, weights and weight derivatives per pixel for the backward."""
     for k in range(U(ka), U(kb)):
         cx, ax0[k], ax1[k], dx0[k], dx1[k] = axis_taps(xs[k], W, t)
         cy, ay0[k], ay1[k], dy0[k], dy1[k] = axis_taps(ys[k], H, t)
         off[k] = np.uint32(cy * np.int32(W) + cx)
-        gx[k] = t(0.0)
-        gy[k] = t(0.0)
 
 
 @jit()
-def interior_grad_taps(cf, b, fi0, fj0, ti, tj, ka, kb, W, off, ax0, ax1, ay0, ay1, dx0, dx1,
-                       dy0, dy1, mx, my, gx, gy, t):
-    """``grad_taps`` (and padding multipliers 1) for interior affine pixels ka .. kb."""
+def interior_grad_taps(cf, b, fi0, fj0, ti, tj, ka, kb, W, off, ax0, ax1, ay0, ay1, t):
+    """``grad_taps`` for interior affine pixels ka .. kb, less the weight derivatives and
+    padding multipliers: those are constants there (``interior_grad_consts``)."""
     one = t(1.0)
     c0, c1, c2 = cf[b, 0], cf[b, 1], cf[b, 2]
     c3, c4, c5 = cf[b, 3], cf[b, 4], cf[b, 5]
@@ -257,14 +255,16 @@ def interior_grad_taps(cf, b, fi0, fj0, ti, tj, ka, kb, W, off, ax0, ax1, ay0, a
         ax1[k] = u
         ay0[k] = one - v
         ay1[k] = v
-        dx0[k] = -one
-        dx1[k] = one
-        dy0[k] = -one
-        dy1[k] = one
-        mx[k] = one
-        my[k] = one
-        gx[k] = t(0.0)
-        gy[k] = t(0.0)
+
+
+@jit()
+def interior_grad_consts(dx0, dx1, dy0, dy1, mx, my, t):
+    """Weight derivatives (-1, 1) and padding multipliers (1) of interior pixels, into the
+    whole of these tile arrays: the backward writes them once per run of interior tiles."""
+    one = t(1.0)
+    for k in range(U(dx0.size)):
+        dx0[k], dx1[k], dy0[k], dy1[k] = -one, one, -one, one
+        mx[k], my[k] = one, one
 
 
 @jit()
@@ -321,8 +321,8 @@ def tile_grads(pa, ga, sa, off, ax0, ax1, ay0, ay1, dx0, dx1, dy0, dy1, gx, gy, 
                 qx, qy = tap_grads(pa[o], pa[o + sx], pa[o + sy], pa[o + sy + sx], ga[base + k],
                                    ax0[k], ax1[k], ay0[k], ay1[k], dx0[k], dx1[k], dy0[k],
                                    dy1[k])
-                gx[k] += qx
-                gy[k] += qy
+                gx[k] = qx
+                gy[k] = qy
         else:
             for par in range(2):
                 for k in range(U(ks + par), U(ks + w), U(2)):
@@ -332,8 +332,8 @@ def tile_grads(pa, ga, sa, off, ax0, ax1, ay0, ay1, dx0, dx1, dy0, dy1, gx, gy, 
                     if theta_grad:
                         qx, qy = tap_grads(pa[o], pa[o + sx], pa[o + sy], pa[o + sy + sx], e,
                                            a0, a1, b0, b1, dx0[k], dx1[k], dy0[k], dy1[k])
-                        gx[k] += qx
-                        gy[k] += qy
+                        gx[k] = qx
+                        gy[k] = qy
                     scatter4(sa, o, sx, sy, b0 * e, b1 * e, a0, a1, b0, b1)
 
 
@@ -561,6 +561,7 @@ def backward(inp, H, W, cf, gout, Ho, Wo, projective, mode, pad, align, TW, L, o
             dx0, dx1, dy0, dy1 = scr[slot, 11], scr[slot, 12], scr[slot, 13], scr[slot, 14]
             gx, gy = scr[slot, 15], scr[slot, 16]
             off = offs[slot]
+            consts = False  # dx0 .. my hold the interior constants
             for task in range(phases[ph] + slot, phases[ph + 1], nslots):
                 b, c0, c1, r0, r1, buf, g = (tasks[task, 0], tasks[task, 1], tasks[task, 2],
                                              tasks[task, 3], tasks[task, 4], tasks[task, 5],
@@ -575,10 +576,13 @@ def backward(inp, H, W, cf, gout, Ho, Wo, projective, mode, pad, align, TW, L, o
                         if bilinear and not projective and tile_inside(cf, b, i0, h, j0, w, H,
                                                                        W):
                             # the short path: no padding, no masks
+                            if not consts:
+                                interior_grad_consts(dx0, dx1, dy0, dy1, mx, my, t)
+                                consts = True
                             interior_grad_taps(cf, b, t(i0), t(j0), tt_i, tt_j, 0, n, W, off,
-                                               ax0, ax1, ay0, ay1, dx0, dx1, dy0, dy1, mx, my,
-                                               gx, gy, t)
+                                               ax0, ax1, ay0, ay1, t)
                         else:
+                            consts = False
                             source_coords(cf, b, t(i0), t(j0), tt_i, tt_j, 0, n, projective, xs,
                                           ys, qs, t)
                             if projective and theta_grad:  # raw coordinates, for the w row
@@ -588,7 +592,7 @@ def backward(inp, H, W, cf, gout, Ho, Wo, projective, mode, pad, align, TW, L, o
                             pad_block(xs, ys, mx, my, 0, n, H, W, pad, align, t)
                             if bilinear:
                                 grad_taps(xs, ys, 0, n, H, W, off, ax0, ax1, ay0, ay1, dx0, dx1,
-                                          dy0, dy1, gx, gy, t)
+                                          dy0, dy1, t)
                             else:
                                 for k in range(U(n)):
                                     cx, inx = nearest_tap(xs[k], W, t)

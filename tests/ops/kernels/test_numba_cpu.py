@@ -373,7 +373,7 @@ def test_bands_have_no_races():
 @pytest.mark.parametrize("kind", ["affine", "affine3d"])
 def test_tiles(kind, monkeypatch):
     """Images wider than the tile width: 2-D tiles with a narrower last column."""
-    monkeypatch.setattr(numba_cpu, "_tiles", lambda input: (8, 24))
+    monkeypatch.setattr(numba_cpu, "_tiles", lambda input, backward=False: (8, 24))
     for mode, pad in [("bilinear", "zeros"), ("bilinear", "border"), ("nearest", "reflection")]:
         shape = (2, 2, 4, 9, 21) if kind == "affine3d" else (2, 3, 11, 29)
         (out, gx, gt), (ref, rgx, rgt) = _both(kind, mode, pad, False, F64, shape=shape)
@@ -388,7 +388,7 @@ def test_interior_short_path(kind, tiles, monkeypatch):
     """A zoom-in keeps every tap inside the image, so whole tiles take the kernels' short
     path (no padding, no masks); results must not change."""
     if tiles is not None:
-        monkeypatch.setattr(numba_cpu, "_tiles", lambda input: tiles)
+        monkeypatch.setattr(numba_cpu, "_tiles", lambda input, backward=False: tiles)
     nd = 3 if kind == "affine3d" else 2
     shape = (2, 2) + ((5, 9, 21) if nd == 3 else (13, 29))
     theta = raw_theta(kind, 2, 21, 0.02)

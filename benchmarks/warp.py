@@ -230,6 +230,26 @@ def _memory(method: str, shape, threads: int) -> float | None:
     return extra / (math.prod(shape) * 4)
 
 
+def environment_lines(threads: int, opencv: bool = True) -> list[str]:
+    """The markdown bullets that head a run: machine, versions, threads, allocator env."""
+    import numba
+
+    import stnkit.ops.kernels._numba_runtime  # noqa: F401  (pins Numba's threading layer)
+
+    lines = [f"- {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+             f"python {platform.python_version()}, torch {torch.__version__}, "
+             f"numba {numba.__version__}",
+             f"- threads: torch {threads}, numba {min(threads, numba.config.NUMBA_NUM_THREADS)} "
+             f"(pool {numba.config.NUMBA_NUM_THREADS}, layer: "
+             f"{numba.config.THREADING_LAYER})" + (f", OpenCV {threads}" if opencv else ""),
+             "- allocator env: " + ", ".join(f"{k}={os.environ.get(k, 'unset')}"
+                                             for k in ALLOC_ENV)]
+    if any(os.environ.get(k) != v for k, v in ALLOC_ENV.items()):
+        lines.append("  (recommended: " + " ".join(f"{k}={v}" for k, v in ALLOC_ENV.items())
+                     + ")")
+    return lines
+
+
 def _fmt_ms(s):
     return "-" if s is None else f"{s * 1e3:.3g}"
 
@@ -264,24 +284,10 @@ def main(argv=None) -> int:
     methods = [m for m in args.methods if not (m == "kornia" and (args.quick or args.smoke))]
     min_s = 0.002 if args.smoke else 0.02
 
-    import numba
-
-    from stnkit.ops.kernels import _numba_runtime
-
     print("# stnkit warp benchmark\n")
-    print(f"- {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
-          f"python {platform.python_version()}, torch {torch.__version__}, "
-          f"numba {numba.__version__}")
-    print(f"- threads: torch {threads}, numba {min(threads, numba.config.NUMBA_NUM_THREADS)} "
-          f"(pool {numba.config.NUMBA_NUM_THREADS}, layer: "
-          f"{numba.config.THREADING_LAYER}), OpenCV {threads}")
-    env = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in ALLOC_ENV)
-    print(f"- allocator env: {env}")
-    if any(os.environ.get(k) != v for k, v in ALLOC_ENV.items()):
-        print("  (recommended: " + " ".join(f"{k}={v}" for k, v in ALLOC_ENV.items()) + ")")
+    print("\n".join(environment_lines(threads)))
     print(f"- float32, bilinear, zeros, align_corners=False; median of {rounds} interleaved "
           f"rounds; ms per call; speed-up = PyTorch eager time / method time")
-    del _numba_runtime
     print()
     print("| shape | method | fwd ms | fwd+bwd ms | fwd speed-up | fwd+bwd speed-up | "
           "max diff |" + (" peak extra mem (x input) |" if memory else ""))

@@ -295,6 +295,18 @@ def tap_grads(v00, v01, v10, v11, e, a0, a1, b0, b1, d0, d1, e0, e1):
 
 
 @jit()
+def nearest_row_grads(sa, ga, off, hit, ks, w, base):
+    """grad_input of nearest samples: tile pixels ks .. ks + w (one row, upstream gradient at
+    ga[base + k]) add to their one tap sa[off[k]] where hit[k] (1 inside, 0 outside); even
+    pixels first, then the odd ones."""
+    zero = sa.dtype.type(0.0)
+    for par in range(2):
+        for k in range(U(ks + par), U(ks + w), U(2)):
+            if hit[k] != zero:
+                sa[off[k]] += ga[base + k]
+
+
+@jit()
 def tile_grads(pa, ga, sa, off, ax0, ax1, ay0, ay1, dx0, dx1, dy0, dy1, gx, gy, i0, h, w, j0,
                Wo, sx, sy, bilinear, theta_grad, need_input):
     """Backward of one tile (output rows i0 .. i0 + h, columns j0 .. j0 + w; tile pixel k in
@@ -306,15 +318,11 @@ def tile_grads(pa, ga, sa, off, ax0, ax1, ay0, ay1, dx0, dx1, dy0, dy1, gx, gy, 
     ones, so that consecutive read-modify-writes rarely hit the same element. The order of
     every sum is fixed.
     """
-    zero = pa.dtype.type(0.0)
     for r in range(h):
         base = U((i0 + r) * Wo + j0 - r * w)  # ga[base + k]: tile pixel k
         ks = r * w
-        if not bilinear:  # nearest: one tap (ax0[k]: 1 inside, 0 outside)
-            for par in range(2):
-                for k in range(U(ks + par), U(ks + w), U(2)):
-                    if ax0[k] != zero:
-                        sa[off[k]] += ga[base + k]
+        if not bilinear:
+            nearest_row_grads(sa, ga, off, ax0, ks, w, base)
         elif not need_input:
             for k in range(U(ks), U(ks + w)):
                 o = off[k]

@@ -19,6 +19,7 @@ from stnkit.ops.kernels._numba_2d import (
     U,
     axis_taps,
     interior,
+    nearest_row_grads,
     nearest_tap,
     scatter4,
     tile_tables,
@@ -274,15 +275,11 @@ def tile_grads_3d(pa, ga, sa, taps, row0, h, w, j0, Wo, sx, sy, sz, bilinear, th
     k * Ho + i). ``taps`` holds the tile arrays (off, ax0, ax1, ay0, ay1, az0, az1, dx0, dx1,
     dy0, dy1, dz0, dz1, gx, gy, gz)."""
     off, ax0, ax1, ay0, ay1, az0, az1, dx0, dx1, dy0, dy1, dz0, dz1, gx, gy, gz = taps
-    zero = pa.dtype.type(0.0)
     for r in range(h):
         base = U((row0 + r) * Wo + j0 - r * w)  # ga[base + k]: tile pixel k
         ks = r * w
-        if not bilinear:  # nearest: one tap (ax0[k]: 1 inside, 0 outside)
-            for par in range(2):
-                for k in range(U(ks + par), U(ks + w), U(2)):
-                    if ax0[k] != zero:
-                        sa[off[k]] += ga[base + k]
+        if not bilinear:
+            nearest_row_grads(sa, ga, off, ax0, ks, w, base)
         elif not need_input:
             for k in range(U(ks), U(ks + w)):
                 qx, qy, qz = tap_grads_3d(pa, off[k], sx, sy, sz, ga[base + k], ax0[k], ax1[k],

@@ -313,10 +313,10 @@ def tile_grads(pa, ga, sa, off, ax0, ax1, ay0, ay1, dx0, dx1, dy0, dy1, gx, gy, 
     raster order) for one channel: plane pa of the input, ga of the output gradient, sa of
     grad_input.
 
-    gx[k], gy[k] += dL/dx, dL/dy (bilinear, ``theta_grad``); sa += the scatter
-    (``need_input``). Where sa is written, the even pixels of a row go first, then the odd
-    ones, so that consecutive read-modify-writes rarely hit the same element. The order of
-    every sum is fixed.
+    gx[k], gy[k] = dL/dx, dL/dy (bilinear, ``theta_grad``: the backward takes this path with
+    theta only for one-channel tasks); sa += the scatter (``need_input``). Where sa is
+    written, the even pixels of a row go first, then the odd ones, so that consecutive
+    read-modify-writes rarely hit the same element. The order of every sum is fixed.
     """
     for r in range(h):
         base = U((i0 + r) * Wo + j0 - r * w)  # ga[base + k]: tile pixel k
@@ -534,7 +534,9 @@ def backward(inp, H, W, cf, gout, Ho, Wo, projective, mode, pad, align, TW, L, o
     row sums to ``rows[b, g]``. Tasks ``phases[p]:phases[p+1]`` run in parallel, phases in
     order (``nslots`` threads, tasks dealt round-robin); the planner guarantees that tasks of
     one phase never write the same element. Within a task the order is fixed (tiles in
-    raster order, pixels in raster order, then channels).
+    raster order; in a tile, channels one at a time, or, with theta and several channels,
+    pixels outer and channels inner; pixels in raster order, or even then odd where
+    grad_input is written).
 
     ``rows[b, g, i]`` (float64) receives, over the pixels (i, j) of output row i, with
     gx = dL/dx, gy = dL/dy (raw pixel coordinates) and q = 1 / w (1 for affine):

@@ -75,6 +75,17 @@ def trilinear_taps(xs, ys, zs, n, D, H, W, off, ax0, ax1, ay0, ay1, az0, az1, t)
 
 
 @jit()
+def grad_taps_3d(xs, ys, zs, n, D, H, W, off, ax0, ax1, ay0, ay1, az0, az1, dx0, dx1, dy0, dy1,
+                 dz0, dz1, t):
+    """``trilinear_taps`` with the weight derivatives, for the backward."""
+    for k in range(U(n)):
+        cx, ax0[k], ax1[k], dx0[k], dx1[k] = axis_taps(xs[k], W, t)
+        cy, ay0[k], ay1[k], dy0[k], dy1[k] = axis_taps(ys[k], H, t)
+        cz, az0[k], az1[k], dz0[k], dz1[k] = axis_taps(zs[k], D, t)
+        off[k] = np.uint32((cz * np.int32(H) + cy) * np.int32(W) + cx)
+
+
+@jit()
 def tile_inside_3d(cf, b, kk, i0, h, j0, w, D, H, W):
     """Whether all 2 x 2 x 2 taps of every voxel of the tile (slice kk, rows i0 .. i0 + h,
     columns j0 .. j0 + w) lie inside the input with no clipping (checked on the first and last
@@ -397,15 +408,8 @@ def backward(inp, D, H, W, cf, gout, Do, Ho, Wo, mode, pad, align, TW, L, gin, p
                                 coords_3d(cf, b, t(kk), t(i0), t(j0), tt_i, tt_j, n, xs, ys, zs)
                                 pad_block_3d(xs, ys, zs, mx, my, mz, n, D, H, W, pad, align, t)
                                 if bilinear:
-                                    for k in range(U(n)):
-                                        cx, ax0[k], ax1[k], dx0[k], dx1[k] = axis_taps(xs[k], W,
-                                                                                       t)
-                                        cy, ay0[k], ay1[k], dy0[k], dy1[k] = axis_taps(ys[k], H,
-                                                                                       t)
-                                        cz, az0[k], az1[k], dz0[k], dz1[k] = axis_taps(zs[k], D,
-                                                                                       t)
-                                        off[k] = np.uint32((cz * np.int32(H) + cy) * np.int32(W)
-                                                           + cx)
+                                    grad_taps_3d(xs, ys, zs, n, D, H, W, off, ax0, ax1, ay0, ay1,
+                                                 az0, az1, dx0, dx1, dy0, dy1, dz0, dz1, t)
                                 else:
                                     for k in range(U(n)):
                                         cx, inx = nearest_tap(xs[k], W, t)

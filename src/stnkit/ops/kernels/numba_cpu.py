@@ -363,8 +363,8 @@ class _Warp(torch.autograd.Function):
         else:
             launch(_numba_3d.backward, f"3-D backward {dt}", x.reshape(B, C, P), *in_size, cf,
                    g.reshape(B, C, -1), *size, mode, pad, align, *_tiles(input, backward=True),
-                   gin_np, priv, rows,
-                   tasks, phases, min(threads, len(tasks)), need_input, need_theta)
+                   gin_np, priv, rows, tasks, phases, min(threads, len(tasks)), need_input,
+                   need_theta)
         if n_priv:
             for b, buf in tasks[tasks[:, 5] >= 0][:, [0, 5]]:  # fixed order
                 gin_np[b] += priv[buf]

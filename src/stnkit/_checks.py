@@ -9,6 +9,13 @@ which call, which argument, what was wanted and what arrived:
 
 ``TypeError`` for a wrong type, ``ValueError`` for a wrong value. Inner kernels trust their
 callers and check nothing; these helpers run once, at the public entry points.
+
+Every error stnkit raises on purpose is a :class:`StnkitError`: ``fail`` raises
+:class:`StnkitValueError` / :class:`StnkitTypeError` (subclasses of ``ValueError`` /
+``TypeError``, so callers may catch either), and a file that is missing, corrupt or does not
+match what it should hold raises :class:`StnkitFileError` (an ``OSError``) via
+:func:`fail_file`. The command line shortens exactly these to one line; anything else is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -21,6 +28,10 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "StnkitError",
+    "StnkitFileError",
+    "StnkitTypeError",
+    "StnkitValueError",
     "check_choice",
     "check_finite_number",
     "check_floating",
@@ -31,13 +42,39 @@ __all__ = [
     "check_size",
     "check_tensor",
     "fail",
+    "fail_file",
     "format_shape",
 ]
 
 
+class StnkitError(Exception):
+    """Base of every error stnkit raises on purpose (bad input, bad file): a user can fix it."""
+
+
+class StnkitValueError(StnkitError, ValueError):
+    """A wrong value: shape, range, choice, content."""
+
+
+class StnkitTypeError(StnkitError, TypeError):
+    """A wrong type or dtype."""
+
+
+class StnkitFileError(StnkitError, OSError):
+    """A file or directory that is missing, unreadable, corrupt or not what it should be."""
+
+
+_OURS = {ValueError: StnkitValueError, TypeError: StnkitTypeError, OSError: StnkitFileError}
+
+
 def fail(fn: str, name: str, expected: str, got: Any, *, error: type[Exception] = ValueError):
-    """Raise ``error`` with the project's message format."""
-    raise error(f"{fn}: expected {name} {expected}, got {got}")
+    """Raise ``error`` (as its :class:`StnkitError` subclass) with the project's message format."""
+    raise _OURS.get(error, error)(f"{fn}: expected {name} {expected}, got {got}")
+
+
+def fail_file(fn: str, path: Any, problem: str):
+    """Raise :class:`StnkitFileError` ``"<fn>: <path>: <problem>"`` (what is wrong and, where
+    there is one, what to do about it)."""
+    raise StnkitFileError(f"{fn}: {path}: {problem}")
 
 
 def format_shape(spec: Iterable[Any]) -> str:

@@ -71,10 +71,12 @@ def fail(fn: str, name: str, expected: str, got: Any, *, error: type[Exception] 
     raise _OURS.get(error, error)(f"{fn}: expected {name} {expected}, got {got}")
 
 
-def fail_file(fn: str, path: Any, problem: str):
+def fail_file(fn: str, path: Any, problem: str, *,
+              error: type[StnkitFileError] = StnkitFileError):
     """Raise :class:`StnkitFileError` ``"<fn>: <path>: <problem>"`` (what is wrong and, where
-    there is one, what to do about it)."""
-    raise StnkitFileError(f"{fn}: {path}: {problem}")
+    there is one, what to do about it); ``error`` may name a subclass of it (a module's own
+    error type, such as ``stnkit.train.CheckpointError``)."""
+    raise error(f"{fn}: {path}: {problem}")
 
 
 def format_shape(spec: Iterable[Any]) -> str:

@@ -47,36 +47,16 @@ __all__ = [
 ]
 
 
-class StnkitError(Exception):
-    """Base of every error stnkit raises on purpose (bad input, bad file): a user can fix it."""
-
-
-class StnkitValueError(StnkitError, ValueError):
-    """A wrong value: shape, range, choice, content."""
-
-
-class StnkitTypeError(StnkitError, TypeError):
-    """A wrong type or dtype."""
-
-
-class StnkitFileError(StnkitError, OSError):
-    """A file or directory that is missing, unreadable, corrupt or not what it should be."""
-
-
-_OURS = {ValueError: StnkitValueError, TypeError: StnkitTypeError, OSError: StnkitFileError}
-
-
-def fail(fn: str, name: str, expected: str, got: Any, *, error: type[Exception] = ValueError):
-    """Raise ``error`` (as its :class:`StnkitError` subclass) with the project's message format."""
-    raise _OURS.get(error, error)(f"{fn}: expected {name} {expected}, got {got}")
-
-
-def fail_file(fn: str, path: Any, problem: str, *,
-              error: type[StnkitFileError] = StnkitFileError):
-    """Raise :class:`StnkitFileError` ``"<fn>: <path>: <problem>"`` (what is wrong and, where
-    there is one, what to do about it); ``error`` may name a subclass of it (a module's own
-    error type, such as ``stnkit.train.CheckpointError``)."""
-    raise error(f"{fn}: {path}: {problem}")
+# The error classes and the two raising helpers live in the torch-free ``stnkit._errors``
+# (so that the command line can use them without importing torch); re-exported here.
+from stnkit._errors import (  # noqa: E402
+    StnkitError,
+    StnkitFileError,
+    StnkitTypeError,
+    StnkitValueError,
+    fail,
+    fail_file,
+)
 
 
 def format_shape(spec: Iterable[Any]) -> str:

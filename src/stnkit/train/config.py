@@ -19,7 +19,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from stnkit._checks import fail
+from stnkit._errors import fail  # not _checks: no torch, so `stnkit --help` stays instant
 
 __all__ = ["PRESETS", "TrainConfig", "check_config", "config_fields", "load_config_file",
            "resolve_config"]

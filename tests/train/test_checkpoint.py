@@ -151,3 +151,92 @@ def test_weights_of_another_model(tmp_path):
     (a / ckpt.WEIGHTS).replace(b / ckpt.WEIGHTS)
     with pytest.raises(ckpt.CheckpointError, match=r"holds weights of model 'fcn', but the run is of model 'cnn'"):
         ckpt.read_checkpoint(b)
+
+
+# ---------------------------------------------------------------------------- integrity
+
+def _flip(path, offset):
+    blob = bytearray(path.read_bytes())
+    blob[offset] ^= 0x01  # one bit: the smallest corruption there is
+    path.write_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize("target", [ckpt.WEIGHTS, ckpt.STATE])
+@pytest.mark.parametrize("where", [0.0, 0.1, 0.5, 0.75, 0.9, 1.0])
+def test_one_flipped_bit_in_a_tensor_file_is_refused(tmp_path, target, where):
+    model, opt = _model_and_opt("adam")
+    _save(tmp_path, model, opt)
+    path = tmp_path / target
+    n = path.stat().st_size
+    _flip(path, min(int(where * n), n - 1))  # header, tensor data, the last byte
+    with pytest.raises(ckpt.CheckpointError) as info:
+        ckpt.read_checkpoint(tmp_path, fn="resume")
+    msg = str(info.value)
+    assert msg.startswith(f"resume: {path}: ") and "\n" not in msg, msg
+
+
+def test_every_flipped_byte_of_the_tensor_data_is_refused(tmp_path):
+    """Past the header, every byte of the weights is covered (not a sample of them)."""
+    model, opt = _model_and_opt("sgd")
+    _save(tmp_path, model, opt)
+    path = tmp_path / ckpt.WEIGHTS
+    clean = path.read_bytes()
+    start = 8 + int.from_bytes(clean[:8], "little")
+    for offset in range(start, len(clean)):
+        _flip(path, offset)
+        with pytest.raises(ckpt.CheckpointError, match="corrupt checkpoint file: .* sha256"):
+            ckpt.read_weights(tmp_path, ckpt.read_record(tmp_path))
+        path.write_bytes(clean)
+
+
+def test_an_edited_or_damaged_record_is_refused(tmp_path):
+    model, opt = _model_and_opt("sgd")
+    _save(tmp_path, model, opt, step=3)
+    path = tmp_path / ckpt.RECORD
+    clean = path.read_text()
+    # a change that keeps the JSON valid: the step (a flipped bit turns "3" into "2")
+    path.write_text(clean.replace('"step": 3', '"step": 2'))
+    with pytest.raises(ckpt.CheckpointError, match=r"corrupt checkpoint record: its content has sha256"):
+        ckpt.read_record(tmp_path)
+    # the digests removed from a current-format record
+    rec = json.loads(clean)
+    for key in ("sha256", "files"):
+        rec.pop(key)
+    path.write_text(json.dumps(rec))
+    with pytest.raises(ckpt.CheckpointError, match="corrupt checkpoint record"):
+        ckpt.read_checkpoint(tmp_path)
+
+
+def test_legacy_records_without_digests_are_read(tmp_path):
+    """stnkit-checkpoint-1 (before digests): accepted with the checks it always had; a legacy
+    record that does carry digests is verified all the same."""
+    model, opt = _model_and_opt("sgd")
+    _save(tmp_path, model, opt)
+    path = tmp_path / ckpt.RECORD
+    rec = json.loads(path.read_text())
+    legacy = {k: v for k, v in rec.items() if k not in ("sha256", "files")}
+    legacy["format"] = ckpt.LEGACY_FORMAT
+    path.write_text(json.dumps(legacy))
+    assert ckpt.read_checkpoint(tmp_path).record["step"] == 3
+    with_digests = dict(rec, format=ckpt.LEGACY_FORMAT)
+    with_digests["sha256"] = ckpt._record_digest(with_digests)
+    path.write_text(json.dumps(with_digests))
+    _flip(tmp_path / ckpt.WEIGHTS, (tmp_path / ckpt.WEIGHTS).stat().st_size - 1)
+    with pytest.raises(ckpt.CheckpointError, match="corrupt checkpoint file"):
+        ckpt.read_checkpoint(tmp_path)
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    model, opt = _model_and_opt("sgd")
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+    _save(tmp_path, model, opt)
+    with pytest.raises(ckpt.CheckpointError, match=r"tensor '0.weight' holds 1 NaN or Inf value"):
+        ckpt.read_checkpoint(tmp_path)
+
+
+def test_checkpoint_errors_are_stnkit_file_errors():
+    from stnkit._checks import StnkitFileError
+
+    assert issubclass(ckpt.CheckpointError, StnkitFileError)
+    assert issubclass(ckpt.CheckpointError, ValueError)  # as before, for callers catching it

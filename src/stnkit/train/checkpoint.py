@@ -9,6 +9,16 @@ A checkpoint is three files in the run directory:
   non-tensor state, scheduler, RNG states (Python, NumPy; torch ones named in the state
   file), the data-order position.
 
+Integrity: ``checkpoint.json`` records the size and sha256 of the two tensor files
+(``"files"``) and the sha256 of its own content (``"sha256"``: the canonical JSON of the
+record without that key). Every load verifies them and refuses a file that does not match
+with one line naming it, so a flipped bit is never trained on or evaluated. Records of
+format ``stnkit-checkpoint-1`` (stnkit before digests) have neither; they are accepted with
+the checks they always had (safetensors structure, the shared token, tensor names and
+shapes), and the next checkpoint a resumed run writes carries digests. A record that
+carries digests (any format) is always verified; a ``stnkit-checkpoint-2`` record without
+them is refused as corrupt.
+
 Every save writes all three to ``*.tmp`` files (each fsynced, the JSON last), then renames
 them over the old ones in a fixed order. The three carry the same random ``token``. A kill
 during the renames leaves a complete, fsynced ``checkpoint.json.tmp`` behind:
@@ -18,6 +28,7 @@ checkpoint untouched and the partial ``*.tmp`` files are deleted (roll back).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -31,11 +42,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from stnkit._checks import StnkitFileError, fail_file
 from stnkit._io import atomic_write_bytes, atomic_write_json, fsync_dir, write_fsynced
 
 __all__ = [
     "CheckpointError",
     "FORMAT",
+    "LEGACY_FORMAT",
     "LoadedCheckpoint",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -49,14 +62,33 @@ __all__ = [
     "save_checkpoint",
 ]
 
-FORMAT = "stnkit-checkpoint-1"
+FORMAT = "stnkit-checkpoint-2"
+LEGACY_FORMAT = "stnkit-checkpoint-1"  # no digests (stnkit before 2026-12)
 WEIGHTS = "checkpoint.safetensors"
 STATE = "checkpoint.state.safetensors"
 RECORD = "checkpoint.json"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt, torn or belongs to another model."""
+class CheckpointError(StnkitFileError, ValueError):
+    """A checkpoint that is missing, corrupt, torn or belongs to another model.
+
+    A :class:`~stnkit._checks.StnkitFileError` (an ``OSError``); also a ``ValueError``, as it
+    was before, for callers that catch that."""
+
+
+def _bad(fn: str, path: Any, problem: str):
+    fail_file(fn, path, problem, error=CheckpointError)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _record_digest(record: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``record`` without its ``"sha256"`` key."""
+    body = {k: v for k, v in record.items() if k != "sha256"}
+    return _sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
+                              allow_nan=False).encode())
 
 
 # ---------------------------------------------------------------------------- atomic files
@@ -70,7 +102,7 @@ def _to_bytes(tensors: dict[str, Tensor], metadata: dict[str, str]) -> bytes:
     return save(flat, metadata=metadata)
 
 
-def _header(data: bytes, path: Path) -> dict[str, Any]:
+def _header(data: bytes, path: Path, fn: str) -> dict[str, Any]:
     """The JSON header of a safetensors blob (8-byte little-endian length, then JSON)."""
     try:
         (n,) = struct.unpack("<Q", data[:8])
@@ -81,21 +113,51 @@ def _header(data: bytes, path: Path) -> dict[str, Any]:
             raise ValueError("header is not a JSON object")
         return header
     except (struct.error, ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: corrupt checkpoint file (not safetensors: {e})") from None
+        _bad(fn, path, f"corrupt checkpoint file (not safetensors: {e})")
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+def _read_safetensors(path: Path, record: dict[str, Any], *,
+                      fn: str) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The tensors and metadata of ``path``, checked against ``record``: the same token (else
+    the checkpoint is torn), then the recorded size and sha256 (else the file is corrupt)."""
     from safetensors.torch import load
 
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: checkpoint file is missing") from None
-    meta = _header(data, path).get("__metadata__") or {}
+        _bad(fn, path, "checkpoint file is missing")
+    except OSError as e:
+        _bad(fn, path, f"cannot read the checkpoint file ({e.strerror or e})")
+    problem = None
+    files = record.get("files")
+    if files is not None or record.get("format") != LEGACY_FORMAT:
+        want = files.get(path.name) if isinstance(files, dict) else None
+        if not isinstance(want, dict) or not isinstance(want.get("sha256"), str):
+            _bad(fn, path.parent / RECORD, f"corrupt checkpoint record (no sha256 of {path.name})")
+        got = _sha256(data)
+        if len(data) != want.get("bytes") or got != want["sha256"]:
+            problem = (f"corrupt checkpoint file: {len(data)} bytes with sha256 {got[:16]}..., "
+                       f"but {RECORD} recorded {want.get('bytes')} bytes with sha256 "
+                       f"{want['sha256'][:16]}... (damaged on disk or edited); restore the run "
+                       "directory from a copy or start a new run")
+    try:
+        meta = _header(data, path, fn).get("__metadata__") or {}
+    except CheckpointError:
+        if problem:
+            _bad(fn, path, problem)
+        raise
+    if meta.get("model") and meta.get("model") != record["model"]:
+        _bad(fn, path, f"holds weights of model {meta['model']!r}, but the run is of model "
+             f"{record['model']!r}")
+    if meta.get("token") != record["token"]:
+        _bad(fn, path, f"does not belong to {RECORD} (step {meta.get('step')} vs "
+             f"{record['step']}); the checkpoint is torn or was copied from another run")
+    if problem:
+        _bad(fn, path, problem)
     try:
         tensors = load(data)
     except Exception as e:  # safetensors raises its own error type for bad files
-        raise CheckpointError(f"{path}: corrupt checkpoint file ({e})") from None
+        _bad(fn, path, f"corrupt checkpoint file ({e})")
     return tensors, meta
 
 
@@ -141,7 +203,7 @@ def restore_optimizer_state(optimizer: torch.optim.Optimizer, part: dict[str, An
         for k, v in entry.items():
             if isinstance(v, dict) and "tensor" in v:
                 if v["tensor"] not in tensors:
-                    raise CheckpointError(f"optimizer tensor {v['tensor']!r} missing from {STATE}")
+                    _bad("resume", STATE, f"optimizer tensor {v['tensor']!r} is missing")
                 out[k] = tensors[v["tensor"]]
             else:
                 out[k] = v
@@ -153,7 +215,7 @@ def restore_optimizer_state(optimizer: torch.optim.Optimizer, part: dict[str, An
     try:
         optimizer.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError, RuntimeError) as e:
-        raise CheckpointError(f"the optimizer state does not fit this model/optimizer ({e})") from None
+        _bad("resume", STATE, f"the optimizer state does not fit this model/optimizer ({e})")
 
 
 def rng_state(rank_states: list[Tensor] | None = None) -> tuple[dict[str, Any], dict[str, Tensor]]:
@@ -185,7 +247,7 @@ def restore_rng_state(part: dict[str, Any], tensors: dict[str, Tensor], *, rank:
     np.random.set_state((npy[0], np.asarray(npy[1], dtype=np.uint32), npy[2], npy[3], npy[4]))
     key = f"rng.torch.{rank}"
     if key not in tensors:
-        raise CheckpointError(f"{STATE} has no torch RNG state for rank {rank}")
+        _bad("resume", STATE, f"no torch RNG state for rank {rank}")
     torch.set_rng_state(tensors[key].to(torch.uint8))
     n = int(part.get("cuda", 0))
     if n and torch.cuda.is_available():
@@ -203,12 +265,13 @@ def save_checkpoint(run_dir: str | os.PathLike, *, weights: dict[str, Tensor],
     token = uuid.uuid4().hex
     meta = {"format": FORMAT, "token": token, "step": str(record["step"]),
             "model": str(record.get("model", ""))}
-    record = {"format": FORMAT, "token": token, **record}
-    blobs = [
-        (run / STATE, _to_bytes(state_tensors, meta)),
-        (run / WEIGHTS, _to_bytes(weights, meta)),
-        (run / RECORD, (json.dumps(record, indent=1, allow_nan=False) + "\n").encode()),
-    ]
+    tensor_blobs = [(run / STATE, _to_bytes(state_tensors, meta)),
+                    (run / WEIGHTS, _to_bytes(weights, meta))]
+    files = {p.name: {"bytes": len(data), "sha256": _sha256(data)} for p, data in tensor_blobs}
+    record = {"format": FORMAT, "token": token, **record, "files": files}
+    record["sha256"] = _record_digest(record)
+    blobs = [*tensor_blobs,
+             (run / RECORD, (json.dumps(record, indent=1, allow_nan=False) + "\n").encode())]
     tmps = [p.with_name(p.name + ".tmp") for p, _ in blobs]
     try:
         for (_, data), tmp in zip(blobs, tmps, strict=True):
@@ -242,12 +305,13 @@ def recover(run_dir: str | os.PathLike) -> str | None:
     for tmp, final in zip(others, (run / STATE, run / WEIGHTS), strict=True):
         if tmp.exists():
             if _token_of(tmp) != token:
-                raise CheckpointError(f"{tmp}: interrupted checkpoint write cannot be recovered "
-                                      "(token mismatch); remove the *.tmp files to go back to the "
-                                      "previous checkpoint")
+                _bad("resume", tmp, "interrupted checkpoint write cannot be recovered (token "
+                     "mismatch); remove the checkpoint*.tmp files to go back to the previous "
+                     "checkpoint")
             os.replace(tmp, final)
         elif _token_of(final) != token:
-            raise CheckpointError(f"{final}: interrupted checkpoint write cannot be recovered")
+            _bad("resume", final, "interrupted checkpoint write cannot be recovered (token "
+                 f"mismatch with {rec_tmp.name})")
     os.replace(rec_tmp, run / RECORD)
     fsync_dir(run)
     return "rolled forward"
@@ -260,53 +324,68 @@ class LoadedCheckpoint:
     state: dict[str, Tensor]
 
 
-def read_record(run_dir: str | os.PathLike) -> dict[str, Any]:
+def read_record(run_dir: str | os.PathLike, *, fn: str = "read_checkpoint") -> dict[str, Any]:
+    """The checkpoint record of ``run_dir``, its format and digest checked."""
     path = Path(run_dir) / RECORD
     try:
-        record = json.loads(path.read_bytes())
+        raw = path.read_bytes()
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: no checkpoint in {Path(run_dir)}") from None
+        _bad(fn, path, f"no checkpoint in {Path(run_dir)}")
+    except OSError as e:
+        _bad(fn, path, f"cannot read the checkpoint record ({e.strerror or e})")
+    try:
+        record = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: corrupt checkpoint record ({e})") from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a stnkit checkpoint record (format "
-                              f"{record.get('format') if isinstance(record, dict) else None!r}, "
-                              f"expected {FORMAT!r})")
+        _bad(fn, path, f"corrupt checkpoint record (not JSON: {e})")
+    formats = (FORMAT, LEGACY_FORMAT)
+    if not isinstance(record, dict) or record.get("format") not in formats:
+        got = record.get("format") if isinstance(record, dict) else None
+        _bad(fn, path, f"not a stnkit checkpoint record (format {got!r}, expected "
+             f"{FORMAT!r} or {LEGACY_FORMAT!r})")
+    if "sha256" in record or record["format"] != LEGACY_FORMAT:
+        got = _record_digest(record)
+        if record.get("sha256") != got:
+            _bad(fn, path, f"corrupt checkpoint record: its content has sha256 {got[:16]}..., "
+                 f"not the {str(record.get('sha256'))[:16]}... it records (damaged on disk or "
+                 "edited); restore the run directory from a copy or start a new run")
     for key in ("step", "model", "config", "token"):
         if key not in record:
-            raise CheckpointError(f"{path}: corrupt checkpoint record (no {key!r})")
+            _bad(fn, path, f"corrupt checkpoint record (no {key!r})")
     return record
 
 
-def read_weights(run_dir: str | os.PathLike, record: dict[str, Any]) -> dict[str, Tensor]:
+def _check_finite(tensors: dict[str, Tensor], path: Path, fn: str) -> None:
+    for name, t in tensors.items():
+        if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+            n = int((~torch.isfinite(t)).sum())
+            _bad(fn, path, f"tensor {name!r} holds {n} NaN or Inf value(s): these weights are "
+                 "unusable (written by a run that diverged, or by another tool)")
+
+
+def read_weights(run_dir: str | os.PathLike, record: dict[str, Any], *,
+                 fn: str = "read_checkpoint") -> dict[str, Tensor]:
+    """The model weights of the checkpoint ``record`` describes: digest, token, model and
+    finiteness checked."""
     path = Path(run_dir) / WEIGHTS
-    weights, meta = _read_safetensors(path)
-    if meta.get("model") and meta.get("model") != record["model"]:
-        raise CheckpointError(f"{path}: holds weights of model {meta['model']!r}, but the run is "
-                              f"of model {record['model']!r}")
-    if meta.get("token") != record["token"]:
-        raise CheckpointError(f"{path}: does not belong to {RECORD} (step {meta.get('step')} vs "
-                              f"{record['step']}); the checkpoint is torn or was copied from "
-                              "another run")
+    weights, meta = _read_safetensors(path, record, fn=fn)
+    _check_finite(weights, path, fn)
     return weights
 
 
-def read_checkpoint(run_dir: str | os.PathLike, *, state: bool = True) -> LoadedCheckpoint:
+def read_checkpoint(run_dir: str | os.PathLike, *, state: bool = True,
+                    fn: str = "read_checkpoint") -> LoadedCheckpoint:
     """Read (and check) a checkpoint; ``state=False`` skips the optimizer/RNG tensors."""
-    record = read_record(run_dir)
-    weights = read_weights(run_dir, record)
+    record = read_record(run_dir, fn=fn)
+    weights = read_weights(run_dir, record, fn=fn)
     tensors: dict[str, Tensor] = {}
     if state:
         path = Path(run_dir) / STATE
-        tensors, meta = _read_safetensors(path)
-        if meta.get("token") != record["token"]:
-            raise CheckpointError(f"{path}: does not belong to {RECORD}; the checkpoint is torn "
-                                  "or was copied from another run")
+        tensors, _ = _read_safetensors(path, record, fn=fn)
     return LoadedCheckpoint(record, weights, tensors)
 
 
 def load_weights_into(model: torch.nn.Module, weights: dict[str, Tensor], *, model_name: str,
-                      path: str) -> None:
+                      path: str, fn: str = "load_checkpoint") -> None:
     """``model.load_state_dict(weights)`` with an error that says which model they fit."""
     own = model.state_dict()
     missing = sorted(set(own) - set(weights))
@@ -321,6 +400,6 @@ def load_weights_into(model: torch.nn.Module, weights: dict[str, Tensor], *, mod
         if bad:
             k = bad[0]
             detail.append(f"{k} has shape {tuple(weights[k].shape)}, expected {tuple(own[k].shape)}")
-        raise CheckpointError(f"{path}: weights do not fit model {model_name!r} (a checkpoint of a "
-                              f"different model?): " + "; ".join(detail))
+        _bad(fn, path, f"weights do not fit model {model_name!r} (a checkpoint of a different "
+             "model?): " + "; ".join(detail))
     model.load_state_dict(weights)

@@ -42,10 +42,10 @@ import numba
 import numpy as np
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from stnkit.ops.kernels import _numba_2d, _numba_3d
 from stnkit.ops.kernels._geometry import axes_coefficients
+from stnkit.ops.kernels._library import register
 from stnkit.ops.kernels._numba_common import BILINEAR, NEAREST
 from stnkit.ops.kernels._numba_runtime import launch
 
@@ -113,8 +113,8 @@ def warp(input: Tensor, theta: Tensor, *, transform: str, size: tuple[int, ...],
     Returns:
         (B, C, *size).
     """
-    return _Warp.apply(input, theta, transform == "projective", tuple(size), _MODES[mode],
-                       _PADS[padding_mode], align_corners, deterministic)
+    return warp_op(input, theta, list(size), transform, mode, padding_mode, align_corners,
+                   deterministic)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,7 +282,7 @@ def _plan(B: int, C: int, n_axis: int, row_mult: int, need_input: bool, determin
 
 
 # ---------------------------------------------------------------------------------------------
-# autograd.Function
+# The kernels behind the operators stnkit::warp / stnkit::warp_backward (see ``_library``)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -290,89 +290,92 @@ def _np(x: Tensor) -> np.ndarray:
     return x.detach().contiguous().numpy()
 
 
-class _Warp(torch.autograd.Function):
-    """output = sample(input, grid(theta)) computed without the grid; backward as described
-    in the module docstring (formulas in ``_numba_2d.backward`` / ``_numba_3d.backward``)."""
-
-    @staticmethod
-    def forward(ctx, input, theta, projective, size, mode, pad, align, deterministic):
-        nd = input.dim() - 2
-        B, C = input.shape[:2]
-        in_size = tuple(input.shape[2:])
-        axes = axes_coefficients(size, in_size, align)
-        cf64 = _coefficients(theta.detach().double().numpy(), projective, axes)
-        out = torch.empty((B, C, *size), dtype=input.dtype)
-        ctx.save_for_backward(input)
-        ctx.args = (projective, size, mode, pad, align, deterministic, axes, cf64)
-        if out.numel() == 0:
-            return out
-        x = _np(input)
-        cf = cf64.astype(x.dtype)
-        P = math.prod(in_size)
-        dt = "float32" if x.dtype == np.float32 else "float64"
-        chunks = 8 * _threads()
-        if nd == 2:
-            launch(_numba_2d.forward, f"2-D forward {dt}", x.reshape(B, C, P), in_size[0],
-                   in_size[1], cf, out.numpy().reshape(B, C, -1), size[0], size[1], projective,
-                   mode, pad, align, *_tiles(input), chunks)
-        else:
-            launch(_numba_3d.forward, f"3-D forward {dt}", x.reshape(B, C, P), *in_size, cf,
-                   out.numpy().reshape(B, C, -1), *size, mode, pad, align, *_tiles(input), chunks)
+def _forward(input: Tensor, theta: Tensor, size, transform: str, mode: str, padding_mode: str,
+             align: bool, deterministic: bool) -> Tensor:
+    """output = sample(input, grid(theta)) computed without the grid."""
+    projective, size, mode, pad = (transform == "projective", tuple(size), _MODES[mode],
+                                   _PADS[padding_mode])
+    nd = input.dim() - 2
+    B, C = input.shape[:2]
+    in_size = tuple(input.shape[2:])
+    axes = axes_coefficients(size, in_size, align)
+    cf64 = _coefficients(theta.detach().double().numpy(), projective, axes)
+    out = torch.empty((B, C, *size), dtype=input.dtype)
+    if out.numel() == 0:
         return out
+    x = _np(input)
+    cf = cf64.astype(x.dtype)
+    P = math.prod(in_size)
+    dt = "float32" if x.dtype == np.float32 else "float64"
+    chunks = 8 * _threads()
+    if nd == 2:
+        launch(_numba_2d.forward, f"2-D forward {dt}", x.reshape(B, C, P), in_size[0],
+               in_size[1], cf, out.numpy().reshape(B, C, -1), size[0], size[1], projective,
+               mode, pad, align, *_tiles(input), chunks)
+    else:
+        launch(_numba_3d.forward, f"3-D forward {dt}", x.reshape(B, C, P), *in_size, cf,
+               out.numpy().reshape(B, C, -1), *size, mode, pad, align, *_tiles(input), chunks)
+    return out
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        (input,) = ctx.saved_tensors
-        projective, size, mode, pad, align, deterministic, axes, cf64 = ctx.args
-        need_input, need_theta = ctx.needs_input_grad[:2]
-        need_theta = need_theta and mode == BILINEAR  # nearest: zero grid gradient
-        nd = input.dim() - 2
-        B, C = input.shape[:2]
-        in_size = tuple(input.shape[2:])
-        theta_shape = (B, 3, 3) if projective else (B, nd, nd + 1)
-        if input.numel() == 0 or (not need_input and not need_theta):
-            gin = torch.zeros_like(input) if need_input else None
-            gtheta = torch.zeros(theta_shape, dtype=input.dtype) if ctx.needs_input_grad[1] \
-                else None
-            return gin, gtheta, None, None, None, None, None, None
-        # grad_input is zeroed by the kernel itself (torch.zeros_like would run an OpenMP fill
-        # right before the Numba launch, whose spinning threads then compete for the cores)
-        gin = torch.empty(input.shape, dtype=input.dtype) if need_input else None
-        x = _np(input)
-        g = _np(grad_out)
-        cf = cf64.astype(x.dtype)
-        P = math.prod(in_size)
-        threads = _threads()
-        wants_band = need_input and (deterministic or 1 < threads and B < 4 * threads)
-        band = _band_rows(cf64, nd, in_size, size, pad, projective) if wants_band else None
-        row_mult = 1 if nd == 2 else size[1]
-        tasks, phases, n_priv, groups = _plan(B, C, size[0], row_mult, need_input,
-                                              deterministic, band, threads)
-        gin_np = gin.numpy().reshape(B, C, P) if need_input else np.zeros((B, C, 1), x.dtype)
-        priv = np.zeros((n_priv, C, P if need_input else 1), x.dtype)
-        nrows = size[0] * row_mult
-        ncols = 6 if projective else 2 * nd
-        rows = np.zeros((B, groups, nrows if need_theta else 0, ncols))
-        dt = "float32" if x.dtype == np.float32 else "float64"
-        if nd == 2:
-            launch(_numba_2d.backward, f"2-D backward {dt}", x.reshape(B, C, P), in_size[0],
-                   in_size[1], cf, g.reshape(B, C, -1), size[0], size[1], projective, mode,
-                   pad, align, *_tiles(input, backward=True), axes[0][3], axes[1][3], gin_np,
-                   priv, rows, tasks, phases, min(threads, len(tasks)), need_input, need_theta)
+
+def _backward(grad_out: Tensor, input: Tensor, theta: Tensor, size, transform: str, mode: str,
+              padding_mode: str, align: bool, deterministic: bool, need_input: bool,
+              need_theta_out: bool):
+    """(grad_input or None, grad_theta or None) as described in the module docstring
+    (formulas in ``_numba_2d.backward`` / ``_numba_3d.backward``)."""
+    projective, size, mode, pad = (transform == "projective", tuple(size), _MODES[mode],
+                                   _PADS[padding_mode])
+    nd = input.dim() - 2
+    axes = axes_coefficients(size, tuple(input.shape[2:]), align)
+    cf64 = _coefficients(theta.detach().double().numpy(), projective, axes)
+    need_theta = need_theta_out and mode == BILINEAR  # nearest: zero grid gradient
+    B, C = input.shape[:2]
+    in_size = tuple(input.shape[2:])
+    theta_shape = (B, 3, 3) if projective else (B, nd, nd + 1)
+    if input.numel() == 0 or (not need_input and not need_theta):
+        gin = torch.zeros_like(input) if need_input else None
+        gtheta = torch.zeros(theta_shape, dtype=input.dtype) if need_theta_out else None
+        return gin, gtheta
+    # grad_input is zeroed by the kernel itself (torch.zeros_like would run an OpenMP fill
+    # right before the Numba launch, whose spinning threads then compete for the cores)
+    gin = torch.empty(input.shape, dtype=input.dtype) if need_input else None
+    x = _np(input)
+    g = _np(grad_out)
+    cf = cf64.astype(x.dtype)
+    P = math.prod(in_size)
+    threads = _threads()
+    wants_band = need_input and (deterministic or 1 < threads and B < 4 * threads)
+    band = _band_rows(cf64, nd, in_size, size, pad, projective) if wants_band else None
+    row_mult = 1 if nd == 2 else size[1]
+    tasks, phases, n_priv, groups = _plan(B, C, size[0], row_mult, need_input,
+                                          deterministic, band, threads)
+    gin_np = gin.numpy().reshape(B, C, P) if need_input else np.zeros((B, C, 1), x.dtype)
+    priv = np.zeros((n_priv, C, P if need_input else 1), x.dtype)
+    nrows = size[0] * row_mult
+    ncols = 6 if projective else 2 * nd
+    rows = np.zeros((B, groups, nrows if need_theta else 0, ncols))
+    dt = "float32" if x.dtype == np.float32 else "float64"
+    if nd == 2:
+        launch(_numba_2d.backward, f"2-D backward {dt}", x.reshape(B, C, P), in_size[0],
+               in_size[1], cf, g.reshape(B, C, -1), size[0], size[1], projective, mode,
+               pad, align, *_tiles(input, backward=True), axes[0][3], axes[1][3], gin_np,
+               priv, rows, tasks, phases, min(threads, len(tasks)), need_input, need_theta)
+    else:
+        launch(_numba_3d.backward, f"3-D backward {dt}", x.reshape(B, C, P), *in_size, cf,
+               g.reshape(B, C, -1), *size, mode, pad, align, *_tiles(input, backward=True),
+               gin_np, priv, rows, tasks, phases, min(threads, len(tasks)), need_input,
+               need_theta)
+    if n_priv:
+        for b, buf in tasks[tasks[:, 5] >= 0][:, [0, 5]]:  # fixed order
+            gin_np[b] += priv[buf]
+    gtheta = None
+    if need_theta_out:
+        if need_theta:
+            gtheta = torch.from_numpy(_theta_grad(rows, axes, projective, size)).to(
+                input.dtype)
         else:
-            launch(_numba_3d.backward, f"3-D backward {dt}", x.reshape(B, C, P), *in_size, cf,
-                   g.reshape(B, C, -1), *size, mode, pad, align, *_tiles(input, backward=True),
-                   gin_np, priv, rows, tasks, phases, min(threads, len(tasks)), need_input,
-                   need_theta)
-        if n_priv:
-            for b, buf in tasks[tasks[:, 5] >= 0][:, [0, 5]]:  # fixed order
-                gin_np[b] += priv[buf]
-        gtheta = None
-        if ctx.needs_input_grad[1]:
-            if need_theta:
-                gtheta = torch.from_numpy(_theta_grad(rows, axes, projective, size)).to(
-                    input.dtype)
-            else:
-                gtheta = torch.zeros(theta_shape, dtype=input.dtype)
-        return gin, gtheta, None, None, None, None, None, None
+            gtheta = torch.zeros(theta_shape, dtype=input.dtype)
+    return gin, gtheta
+
+
+warp_op, warp_backward_op = register("warp", _forward, _backward)

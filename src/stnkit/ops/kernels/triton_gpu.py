@@ -41,10 +41,11 @@ import os
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
+from torch.library import wrap_triton
 
 from stnkit._checks import fail
 from stnkit.ops.kernels._geometry import axes_coefficients
+from stnkit.ops.kernels._library import register
 
 try:
     import triton
@@ -113,8 +114,8 @@ def warp(input: Tensor, theta: Tensor, *, transform: str, size: tuple[int, ...],
     if math.prod(size) >= _MAX_PLANE:
         fail("warp", "size", "fewer than 2**31 output pixels per channel with backend "
              "'triton'", repr(tuple(size)))
-    return _Warp.apply(input, theta, transform == "projective", tuple(size), _MODES[mode],
-                       _PADS[padding_mode], align_corners, deterministic)
+    return warp_op(input, theta, list(size), transform, mode, padding_mode, align_corners,
+                   deterministic)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,7 +179,7 @@ def _snap_tol(size: int, dtype: torch.dtype) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# autograd.Function
+# The kernels behind the operators stnkit::warp_triton / warp_triton_backward (``_library``)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -187,84 +188,89 @@ def _device_guard(t: Tensor):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
-class _Warp(torch.autograd.Function):
-    """output = sample(input, grid(theta)) computed without the grid; backward as described
-    in the module docstring (formulas in ``_triton_2d`` / ``_triton_3d.backward_kernel``)."""
-
-    @staticmethod
-    def forward(ctx, input, theta, projective, size, mode, pad, align, deterministic):
-        nd = input.dim() - 2
-        B, C = input.shape[:2]
-        in_size = tuple(input.shape[2:])
-        axes = axes_coefficients(size, in_size, align)
-        cf = _coefficients(theta, projective, axes).to(input.dtype).contiguous()
-        x = input.contiguous()
-        out = torch.empty((B, C, *size), dtype=input.dtype, device=input.device)
-        ctx.save_for_backward(x, cf)
-        ctx.args = (projective, size, mode, pad, align, deterministic, axes)
-        if out.numel() == 0:
-            return out
-        k, dims, tols = _launch_args(x, size, axes)
-        flags = {"MODE": mode, "PAD": pad, "ALIGN": align, "BLOCK": _BLOCK}
-        if nd == 2:
-            flags["PROJ"] = projective
-        with _device_guard(input):
-            k.forward_kernel[(triton.cdiv(math.prod(size), _BLOCK), B)](
-                x, cf, out, C, *dims, *tols, **flags, **_OPTIONS)
+def _forward(input: Tensor, theta: Tensor, size, transform: str, mode: str, padding_mode: str,
+             align: bool, deterministic: bool) -> Tensor:
+    """output = sample(input, grid(theta)) computed without the grid."""
+    projective, size, mode, pad = (transform == "projective", tuple(size), _MODES[mode],
+                                   _PADS[padding_mode])
+    nd = input.dim() - 2
+    B, C = input.shape[:2]
+    in_size = tuple(input.shape[2:])
+    axes = axes_coefficients(size, in_size, align)
+    cf = _coefficients(theta, projective, axes).to(input.dtype).contiguous()
+    x = input.contiguous()
+    out = torch.empty((B, C, *size), dtype=input.dtype, device=input.device)
+    if out.numel() == 0:
         return out
+    k, dims, tols = _launch_args(x, size, axes)
+    flags = {"MODE": mode, "PAD": pad, "ALIGN": align, "BLOCK": _BLOCK}
+    if nd == 2:
+        flags["PROJ"] = projective
+    with _device_guard(input):
+        wrap_triton(k.forward_kernel)[(triton.cdiv(math.prod(size), _BLOCK), B)](
+            x, cf, out, C, *dims, *tols, **flags, **_OPTIONS)
+    return out
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        x, cf = ctx.saved_tensors
-        projective, size, mode, pad, align, deterministic, axes = ctx.args
-        nd = x.dim() - 2
-        need_input, need_theta_out = ctx.needs_input_grad[:2]
-        need_theta = need_theta_out and mode == 0  # nearest: zero grid gradient
-        B, C = x.shape[:2]
-        N, P = math.prod(size), math.prod(x.shape[2:])
-        dev, dt = x.device, x.dtype
-        theta_shape = (B, 3, 3) if projective else (B, nd, nd + 1)
-        gin = torch.zeros_like(x) if need_input else None
-        gtheta = torch.zeros(theta_shape, dtype=dt, device=dev) if need_theta_out else None
-        if x.numel() == 0 or N == 0 or not (need_input or need_theta):
-            return gin, gtheta, None, None, None, None, None, None
-        g = grad_out.contiguous()
-        k, dims, tols = _launch_args(x, size, axes)
-        flags = {"MODE": mode, "PAD": pad, "ALIGN": align}
-        if nd == 2:
-            flags["PROJ"] = projective
-        scatter = need_input and not deterministic
-        nblk = triton.cdiv(N, _BLOCK)
-        nk = (9 if projective else 6) if nd == 2 else 12
-        part = torch.empty((B, nblk if need_theta else 0, nk), dtype=torch.float64,
-                           device=dev)
-        dummy = torch.empty(1, dtype=dt, device=dev)
-        with _device_guard(x):
-            if scatter or need_theta:
-                k.backward_kernel[(nblk, B)](
-                    x, cf, g, gin if scatter else dummy, part, C, *dims, *tols, nblk,
-                    SCATTER=scatter, THETA=need_theta, BLOCK=_BLOCK, **flags, **_OPTIONS)
-            if need_input and deterministic:
-                nt = 2**nd if mode == 0 else 1
-                total = B * P
-                # int32 keys where they fit: half the sort's traffic
-                kt = torch.int32 if total < 2**31 - 1 else torch.int64
-                keys = torch.empty(B * N * nt, dtype=kt, device=dev)
-                k.keys_kernel[(nblk, B)](cf, keys, *dims, *tols, total, NT=nt, BLOCK=_BLOCK,
-                                         **flags, **_OPTIONS)
-                sorted_keys, perm = torch.sort(keys, stable=True)
-                del keys
-                bounds = torch.searchsorted(
-                    sorted_keys, torch.arange(total + 1, dtype=kt, device=dev))
-                del sorted_keys
-                k.gather_kernel[(triton.cdiv(total, _GATHER_BLOCK),)](
-                    cf, g, gin, perm, bounds, C, *dims, *tols, total, NT=nt,
-                    BLOCK=_GATHER_BLOCK, **flags, **_OPTIONS)
-        if need_theta:
-            dcf = part.sum(dim=1).reshape(B, nk // (nd + 1), nd + 1)  # fixed order
-            gtheta = _theta_grad(dcf, projective, axes).to(dt)
-        return gin, gtheta, None, None, None, None, None, None
+
+def _backward(grad_out: Tensor, input: Tensor, theta: Tensor, size, transform: str, mode: str,
+              padding_mode: str, align: bool, deterministic: bool, need_input: bool,
+              need_theta_out: bool):
+    """(grad_input or None, grad_theta or None) as described in the module docstring (formulas
+    in ``_triton_2d`` / ``_triton_3d.backward_kernel``)."""
+    projective, size, mode, pad = (transform == "projective", tuple(size), _MODES[mode],
+                                   _PADS[padding_mode])
+    x = input.contiguous()
+    axes = axes_coefficients(size, tuple(x.shape[2:]), align)
+    cf = _coefficients(theta, projective, axes).to(x.dtype).contiguous()
+    nd = x.dim() - 2
+    need_theta = need_theta_out and mode == 0  # nearest: zero grid gradient
+    B, C = x.shape[:2]
+    N, P = math.prod(size), math.prod(x.shape[2:])
+    dev, dt = x.device, x.dtype
+    theta_shape = (B, 3, 3) if projective else (B, nd, nd + 1)
+    gin = torch.zeros_like(x) if need_input else None
+    gtheta = torch.zeros(theta_shape, dtype=dt, device=dev) if need_theta_out else None
+    if x.numel() == 0 or N == 0 or not (need_input or need_theta):
+        return gin, gtheta
+    g = grad_out.contiguous()
+    k, dims, tols = _launch_args(x, size, axes)
+    flags = {"MODE": mode, "PAD": pad, "ALIGN": align}
+    if nd == 2:
+        flags["PROJ"] = projective
+    scatter = need_input and not deterministic
+    nblk = triton.cdiv(N, _BLOCK)
+    nk = (9 if projective else 6) if nd == 2 else 12
+    part = torch.empty((B, nblk if need_theta else 0, nk), dtype=torch.float64, device=dev)
+    dummy = torch.empty(1, dtype=dt, device=dev)
+    with _device_guard(x):
+        if scatter or need_theta:
+            wrap_triton(k.backward_kernel)[(nblk, B)](
+                x, cf, g, gin if scatter else dummy, part, C, *dims, *tols, nblk,
+                SCATTER=scatter, THETA=need_theta, BLOCK=_BLOCK, **flags, **_OPTIONS)
+        if need_input and deterministic:
+            nt = 2**nd if mode == 0 else 1
+            total = B * P
+            # int32 keys where they fit: half the sort's traffic
+            kt = torch.int32 if total < 2**31 - 1 else torch.int64
+            keys = torch.empty(B * N * nt, dtype=kt, device=dev)
+            wrap_triton(k.keys_kernel)[(nblk, B)](cf, keys, *dims, *tols, total, NT=nt,
+                                                  BLOCK=_BLOCK, **flags, **_OPTIONS)
+            sorted_keys, perm = torch.sort(keys, stable=True)
+            del keys
+            bounds = torch.searchsorted(
+                sorted_keys, torch.arange(total + 1, dtype=kt, device=dev))
+            del sorted_keys
+            wrap_triton(k.gather_kernel)[(triton.cdiv(total, _GATHER_BLOCK),)](
+                cf, g, gin, perm, bounds, C, *dims, *tols, total, NT=nt,
+                BLOCK=_GATHER_BLOCK, **flags, **_OPTIONS)
+    if need_theta:
+        dcf = part.sum(dim=1).reshape(B, nk // (nd + 1), nd + 1)  # fixed order
+        gtheta = _theta_grad(dcf, projective, axes).to(dt)
+    return gin, gtheta
+
+
+if triton is not None:
+    warp_op, warp_backward_op = register("warp_triton", _forward, _backward, triton=True)
 
 
 def _launch_args(x: Tensor, size, axes):

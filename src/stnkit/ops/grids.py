@@ -17,8 +17,6 @@ back to the parameters' dtype.
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 
 import torch
 from torch import Tensor
@@ -41,7 +39,22 @@ __all__ = [
     "projective_grid",
     "tps_grid",
     "tps_lattice",
+    "tps_matrix",
 ]
+
+MAX_PIXELS = 2**31 - 1
+"""The most output pixels per image (or volume) a grid or warp may have: the fused kernels
+index the pixels of one image with 32-bit ints, and anything larger would need terabytes."""
+
+
+def check_grid_size(size, ndim: int, *, fn: str, name: str = "size") -> tuple[int, ...]:
+    """``check_size`` plus the index limit :data:`MAX_PIXELS` on the pixels per image."""
+    size = check_size(size, ndim, name=name, fn=fn)
+    n = math.prod(size)
+    if n > MAX_PIXELS:
+        fail(fn, name, f"to have at most {MAX_PIXELS} (2**31 - 1) pixels per image, the index "
+             "limit", f"{size!r} ({n} pixels)")
+    return size
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -97,7 +110,7 @@ class _AffineGrid(torch.autograd.Function):
         n = grad_grid.shape[-1]
         base = base_coordinates(ctx.size, ctx.align_corners, dtype=grad_grid.dtype,
                                 device=grad_grid.device)
-        g = grad_grid.reshape(grad_grid.shape[0], -1, n)  # (B, P, n)
+        g = grad_grid.reshape(grad_grid.shape[0], base.shape[0], n)  # (B, P, n); B may be 0
         return torch.matmul(g.transpose(1, 2), base), None, None  # (B, n, n + 1)
 
 
@@ -124,7 +137,7 @@ def affine_grid(theta: Tensor, size, *, align_corners: bool = False) -> Tensor:
         fail(fn, "theta", "of shape (B, 2, 3) or (B, 3, 4)", format_shape(theta.shape))
     check_floating(theta, name="theta", fn=fn)
     ndim = theta.shape[1]
-    size = check_size(size, ndim, fn=fn)
+    size = check_grid_size(size, ndim, fn=fn)
     _check_bool(align_corners, "align_corners", fn)
     work = _compute_dtype(theta.dtype)
     return _AffineGrid.apply(theta.to(work), size, align_corners).to(theta.dtype)
@@ -168,7 +181,7 @@ class _ProjectiveGrid(torch.autograd.Function):
         valid = w > 0
         safe_w = torch.where(valid, w, torch.ones_like(w))
         xy = uvw[..., :2] / safe_w  # (B, P, 2), finite
-        g = grad_grid.reshape(theta.shape[0], -1, 2)
+        g = grad_grid.reshape(theta.shape[0], base.shape[0], 2)  # no -1: B may be 0
         q = torch.where(valid, g, torch.zeros_like(g)) / safe_w  # (B, P, 2)
         r = -(q * xy).sum(-1, keepdim=True)  # (B, P, 1)
         grad = torch.matmul(torch.cat([q, r], dim=-1).transpose(1, 2), base)  # (B, 3, 3)
@@ -192,7 +205,7 @@ def projective_grid(theta: Tensor, size, *, align_corners: bool = False) -> Tens
     fn = "projective_grid"
     check_shape(theta, ("B", 3, 3), name="theta", fn=fn)
     check_floating(theta, name="theta", fn=fn)
-    size = check_size(size, 2, fn=fn)
+    size = check_grid_size(size, 2, fn=fn)
     _check_bool(align_corners, "align_corners", fn)
     work = _compute_dtype(theta.dtype)
     return _ProjectiveGrid.apply(theta.to(work), size, align_corners).to(theta.dtype)
@@ -231,14 +244,14 @@ def tps_lattice(k: int, *, dtype: torch.dtype | None = None,
     return pts.to(dtype=dtype or torch.get_default_dtype(), device=device)
 
 
-def _tps_matrix(dst: Tensor, size: tuple[int, int], align_corners: bool) -> Tensor:
+def _tps_matrix(dst: Tensor, size: tuple[int, int], align_corners: bool,
+                fn: str = "tps_grid") -> Tensor:
     """A (H*W, K) float64 CPU matrix with grid = A @ src for control points ``dst`` (K, 2).
 
     With L = [[U(|c_i - c_j|), P], [P^T, 0]] ((K+3) x (K+3), P rows [1, x_k, y_k]) the spline
     coefficients are [w; a] = L^{-1} [src; 0], and f(p) = sum_k w_k U(|p - c_k|) + a . [1, x, y].
     So A = basis @ L^{-1}[:, :K] with basis rows [U(|p - c_1|), ..., U(|p - c_K|), 1, x, y].
     """
-    fn = "tps_grid"
     c = dst.detach().to(device="cpu", dtype=torch.float64)  # (K, 2)
     k = c.shape[0]
     d2 = ((c[:, None, :] - c[None, :, :]) ** 2).sum(-1)  # (K, K)
@@ -268,28 +281,44 @@ def _tps_matrix(dst: Tensor, size: tuple[int, int], align_corners: bool) -> Tens
     return basis @ coef  # (P, K)
 
 
-_TPS_CACHE: OrderedDict[tuple, Tensor] = OrderedDict()
-_TPS_CACHE_SIZE = 8
-_TPS_LOCK = threading.Lock()
+def tps_matrix(size, *, dst_points: Tensor | None = None, k: int | None = None,
+               align_corners: bool = False, dtype: torch.dtype | None = None,
+               device: torch.device | str | None = None) -> Tensor:
+    """The constant matrix A of a TPS grid: ``tps_grid(src, size) == A @ src`` (per image).
 
+    Solving the spline's linear system costs far more than the grid itself (tens of ms at
+    28 x 28 with K = 16), so a caller that warps many batches with the same ``dst_points``
+    and ``size`` computes A once and passes it to ``tps_grid(..., matrix=A)``;
+    :class:`stnkit.nn.SpatialTransformer` keeps its own. stnkit keeps no global cache.
 
-def _tps_matrix_cached(dst: Tensor | None, k: int, size: tuple[int, int], align_corners: bool,
-                       dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``_tps_matrix`` in ``dtype`` on ``device``, memoised (LRU of 8) by the dst values."""
-    dst_key = None if dst is None else tuple(dst.detach().cpu().double().reshape(-1).tolist())
-    key = (k, dst_key, size, align_corners, dtype, str(device))
-    with _TPS_LOCK:
-        hit = _TPS_CACHE.get(key)
-        if hit is not None:
-            _TPS_CACHE.move_to_end(key)
-            return hit
-    points = tps_lattice(k, dtype=torch.float64) if dst is None else dst
-    a = _tps_matrix(points, size, align_corners).to(dtype=dtype, device=device)
-    with _TPS_LOCK:
-        _TPS_CACHE[key] = a
-        while len(_TPS_CACHE) > _TPS_CACHE_SIZE:
-            _TPS_CACHE.popitem(last=False)
-    return a
+    Args:
+        size: (H_out, W_out).
+        dst_points: (K, 2) control points in the output (as ``tps_grid``), or None for
+            ``tps_lattice(k)``.
+        k: K, when ``dst_points`` is None (a perfect square >= 4).
+    Returns:
+        (H_out * W_out, K) in ``dtype`` (default: that of ``dst_points``, else the default
+        dtype) on ``device`` (default: that of ``dst_points``, else CPU).
+    """
+    fn = "tps_matrix"
+    size = check_grid_size(size, 2, fn=fn)
+    _check_bool(align_corners, "align_corners", fn)
+    if dst_points is None:
+        if isinstance(k, bool) or not isinstance(k, int):
+            fail(fn, "k", "an int when dst_points is None", repr(k), error=TypeError)
+        points = tps_lattice(k, dtype=torch.float64)
+    else:
+        check_shape(dst_points, ("K", 2), name="dst_points", fn=fn)
+        check_floating(dst_points, name="dst_points", fn=fn)
+        if k is not None and k != dst_points.shape[0]:
+            fail(fn, "k", f"None or K = {dst_points.shape[0]} of dst_points", repr(k))
+        if not bool(torch.isfinite(dst_points).all()):
+            fail(fn, "dst_points", "to be finite", "NaN or Inf")
+        points = dst_points
+        dtype = dtype or dst_points.dtype
+        device = device if device is not None else dst_points.device
+    dtype = _compute_dtype(dtype or torch.get_default_dtype())
+    return _tps_matrix(points, size, align_corners, fn).to(dtype=dtype, device=device)
 
 
 class _TPSGrid(torch.autograd.Function):
@@ -305,7 +334,7 @@ class _TPSGrid(torch.autograd.Function):
     def backward(ctx, grad_grid: Tensor):
         # Linear map: grad_src = A^T @ grad_grid.
         (a,) = ctx.saved_tensors
-        g = grad_grid.reshape(grad_grid.shape[0], -1, 2)  # (B, P, 2)
+        g = grad_grid.reshape(grad_grid.shape[0], a.shape[0], 2)  # (B, P, 2); B may be 0
         return torch.matmul(a.T, g), None, None  # (B, K, 2)
 
 
@@ -333,14 +362,15 @@ def check_tps_points(src_points: Tensor, dst_points: Tensor | None, *, fn: str,
 
 
 def tps_grid(src_points: Tensor, size, *, dst_points: Tensor | None = None,
-             align_corners: bool = False) -> Tensor:
+             align_corners: bool = False, matrix: Tensor | None = None) -> Tensor:
     """Sampling grid of a thin-plate spline through K control points.
 
     The spline f maps output coordinates to input coordinates with f(dst_k) = src_k exactly,
     reproduces affine maps exactly (src == dst gives the identity grid) and minimises the
-    bending energy otherwise. Radial basis U(r) = r^2 log r^2 (U(0) = 0). The linear system
-    is solved once in float64 for each (dst_points, size, align_corners, dtype, device) and
-    kept in a small LRU cache; the grid is linear in ``src_points`` (grad = A^T @ grad_grid).
+    bending energy otherwise. Radial basis U(r) = r^2 log r^2 (U(0) = 0). The grid is
+    ``A @ src_points`` with A = ``tps_matrix(size, dst_points=..., align_corners=...)``
+    (the linear system solved in float64), so grad = A^T @ grad_grid. Without ``matrix``, A
+    is solved on every call (nothing is cached): pass ``matrix`` to reuse it.
     ``dst_points`` are constants: no gradient flows to them.
 
     Args:
@@ -349,15 +379,26 @@ def tps_grid(src_points: Tensor, size, *, dst_points: Tensor | None = None,
         dst_points: (K, 2) where the control points sit in the output; default
             ``tps_lattice(K)``, a regular sqrt(K) x sqrt(K) lattice over [-1, 1] (K must then
             be a perfect square >= 4; 16 in the paper). Must be distinct and not all collinear.
+        matrix: (H_out * W_out, K), a precomputed ``tps_matrix`` for this size, dst_points
+            and align_corners (not checked against them), dtype and device of src_points
+            (float32 for float16/bfloat16 src_points).
     Returns:
         (B, H_out, W_out, 2) input coordinates (x, y).
     """
     fn = "tps_grid"
     k = check_tps_points(src_points, dst_points, fn=fn)
-    size = check_size(size, 2, fn=fn)
+    size = check_grid_size(size, 2, fn=fn)
     _check_bool(align_corners, "align_corners", fn)
     work = _compute_dtype(src_points.dtype)
-    a = _tps_matrix_cached(dst_points, k, size, align_corners, work, src_points.device)
+    if matrix is None:
+        points = tps_lattice(k, dtype=torch.float64) if dst_points is None else dst_points
+        a = _tps_matrix(points, size, align_corners).to(dtype=work, device=src_points.device)
+    else:
+        check_shape(matrix, (size[0] * size[1], k), name="matrix", fn=fn)
+        if matrix.dtype != work:
+            fail(fn, "matrix", f"to have dtype {work}", matrix.dtype, error=TypeError)
+        check_same_device(src_points, matrix, names=("src_points", "matrix"), fn=fn)
+        a = matrix
     return _TPSGrid.apply(src_points.to(work), a, size).to(src_points.dtype)
 
 

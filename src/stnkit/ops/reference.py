@@ -49,6 +49,8 @@ import math
 
 import numpy as np
 
+from stnkit._checks import check_choice
+
 __all__ = [
     "KERNELS",
     "SUBGRADIENTS",
@@ -91,6 +93,7 @@ def bilinear_kernel_grad(d: float, subgradient: str = "paper") -> float:
     "paper" (eq. 7): 0 if |m - x| >= 1, 1 if m >= x, -1 if m < x.
     "floor": the derivative on [floor(x), floor(x) + 1]: 1 for -1 <= d < 0, -1 for 0 <= d < 1.
     """
+    check_choice(subgradient, SUBGRADIENTS, name="subgradient", fn="bilinear_kernel_grad")
     if subgradient == "paper":
         if abs(d) >= 1:
             return 0.0
@@ -100,9 +103,7 @@ def bilinear_kernel_grad(d: float, subgradient: str = "paper") -> float:
             return 1.0
         if 0 <= d < 1:
             return -1.0
-        return 0.0
-    raise ValueError(f"bilinear_kernel_grad: expected subgradient one of {SUBGRADIENTS}, "
-                     f"got {subgradient!r}")
+    return 0.0
 
 
 def nearest_kernel(d: float) -> float:
@@ -180,28 +181,27 @@ def pad_index(i: int, size: int, padding_mode: str, align_corners: bool) -> int 
     reflection: mirrored at the corner pixel centres 0 and size - 1 (align_corners; period
     2 (size - 1)) or at the outer edges -0.5 and size - 0.5 (period 2 size).
     """
+    check_choice(padding_mode, ("zeros", "border", "reflection"), name="padding_mode",
+                 fn="pad_index")
     if padding_mode == "zeros":
         return i if 0 <= i < size else None
     if padding_mode == "border":
         return min(max(i, 0), size - 1)
-    if padding_mode == "reflection":
-        if align_corners:
-            if size == 1:
-                return 0
-            j = i % (2 * (size - 1))
-            return j if j <= size - 1 else 2 * (size - 1) - j
-        j = i % (2 * size)
-        return j if j < size else 2 * size - 1 - j
-    raise ValueError(f"pad_index: expected padding_mode one of 'zeros', 'border', 'reflection', "
-                     f"got {padding_mode!r}")
+    # reflection
+    if align_corners:
+        if size == 1:
+            return 0
+        j = i % (2 * (size - 1))
+        return j if j <= size - 1 else 2 * (size - 1) - j
+    j = i % (2 * size)
+    return j if j < size else 2 * size - 1 - j
 
 
 def _check(mode: str, padding_mode: str, subgradient: str = "paper") -> None:
     for name, value, choices in (("mode", mode, tuple(KERNELS)),
                                  ("padding_mode", padding_mode, ("zeros", "border", "reflection")),
                                  ("subgradient", subgradient, SUBGRADIENTS)):
-        if value not in choices:
-            raise ValueError(f"reference: expected {name} one of {choices}, got {value!r}")
+        check_choice(value, choices, name=name, fn="reference")
 
 
 def _window(x: float) -> list[tuple[int, float]]:

@@ -72,6 +72,7 @@ from stnkit._checks import (
     fail,
     format_shape,
 )
+from stnkit.ops.grids import MAX_PIXELS
 
 __all__ = ["MODES", "PADDING_MODES", "sample"]
 
@@ -126,6 +127,9 @@ def sample(input: Tensor, grid: Tensor, *, mode: str = "bilinear", padding_mode:
         fail(fn, "mode", "'bilinear' or 'nearest' for 5-D input", repr(mode))
     if any(s == 0 for s in input.shape[2:]):
         fail(fn, "input", "to have non-empty spatial dimensions", format_shape(input.shape))
+    if math.prod(grid.shape[1:-1]) > MAX_PIXELS:
+        fail(fn, "grid", f"to have at most {MAX_PIXELS} (2**31 - 1) points per image, the index "
+             "limit", format_shape(grid.shape))
 
     if input.dtype in _HALF:
         out = _Sample.apply(input.float(), grid.float(), mode, padding_mode, align_corners)

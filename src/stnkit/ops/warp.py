@@ -29,12 +29,17 @@ from stnkit._checks import (
     check_same_device,
     check_same_dtype,
     check_shape,
-    check_size,
     check_tensor,
     fail,
     format_shape,
 )
-from stnkit.ops.grids import affine_grid, check_tps_points, projective_grid, tps_grid
+from stnkit.ops.grids import (
+    affine_grid,
+    check_grid_size,
+    check_tps_points,
+    projective_grid,
+    tps_grid,
+)
 from stnkit.ops.sample import MODES, PADDING_MODES, sample
 
 __all__ = ["BACKENDS", "MODES", "PADDING_MODES", "TRANSFORMS", "warp"]
@@ -98,6 +103,8 @@ def warp(input: Tensor, theta: Tensor, *, transform: str = "affine", size=None,
         fail(fn, "input", f"of shape (B, C, H, W) for transform={transform!r}",
              format_shape(input.shape))
     check_floating(input, name="input", fn=fn)
+    if any(n == 0 for n in input.shape[2:]):  # every backend: one error, before dispatch
+        fail(fn, "input", "to have non-empty spatial dimensions", format_shape(input.shape))
     if mode == "bicubic" and input.dim() == 5:
         fail(fn, "mode", "'bilinear' or 'nearest' for 5-D input", repr(mode))
 
@@ -112,7 +119,8 @@ def warp(input: Tensor, theta: Tensor, *, transform: str = "affine", size=None,
     check_same_batch(input, theta, names=("input", "theta"), fn=fn)
     if dst_points is not None and transform != "tps":
         fail(fn, "dst_points", f"None for transform={transform!r}", "a tensor")
-    size = tuple(input.shape[2:]) if size is None else check_size(size, input.dim() - 2, fn=fn)
+    size = check_grid_size(tuple(input.shape[2:]) if size is None else size, input.dim() - 2,
+                           fn=fn)
     if deterministic is None:
         deterministic = torch.are_deterministic_algorithms_enabled()
 

@@ -412,6 +412,13 @@ class SpatialTransformer(nn.Module):
                        backend=self.backend, dst_points=dst)
         return (out, theta) if return_theta else out
 
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this first (on every submodule): one clear error instead of
+        # a failure deep in the checks' type hints or the kernels
+        fail("SpatialTransformer", "a compiler", "other than torch.jit.script, which cannot "
+             "compile stnkit's checks and kernels: use torch.compile or torch.export.export "
+             "(torch.jit.trace works too)", "torch.jit.script", error=TypeError)
+
     def extra_repr(self) -> str:
         parts = [f"transform={self.transform!r}", f"params={self.regressor.num_params}",
                  f"features={self.features}", f"output_size={self.output_size}"]

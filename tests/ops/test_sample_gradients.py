@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stnkit.ops import reference, sample
+from tests._helpers import assert_close
 
 F64 = torch.float64
 MODES = ["bilinear", "nearest", "bicubic"]
@@ -18,15 +19,6 @@ COMBOS = [(2, m, p, a) for m, p, a in itertools.product(MODES, PADDINGS, [False,
 COMBOS += [(3, m, p, a) for m, p, a in itertools.product(MODES[:2], PADDINGS, [False, True])]
 IDS = [f"{nd}d-{m}-{p}-{'ac' if a else 'noac'}" for nd, m, p, a in COMBOS]
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
-
-
-def _close(a, b, tol, what):
-    """max |a - b| <= tol * max(1, max |b|) (float32 gradients reach ~30 in these tests)."""
-    a, b = torch.as_tensor(a, dtype=F64), torch.as_tensor(b, dtype=F64)
-    assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} != {tuple(b.shape)}"
-    scale = max(1.0, b.abs().max().item()) if b.numel() else 1.0
-    err = (a - b).abs().max().item() if b.numel() else 0.0
-    assert err <= tol * scale, f"{what}: {err=:.3e} {scale=:.3g} {tol=}"
 
 
 def _run(fn, x, grid, grad_out, **kw):
@@ -69,7 +61,7 @@ def test_matches_grid_sample(nd, mode, padding, align, dtype, make_grid):
     ref = _run(F.grid_sample, x, grid, grad_out, **kw)
     for a, b, what in zip(ours, ref, ("output", "grad_input", "grad_grid")):
         assert a.dtype == dtype
-        _close(a, b, TOL[dtype], what)
+        assert_close(a, b, TOL[dtype], what)
 
 
 @pytest.mark.parametrize("nd,mode,padding,align", COMBOS, ids=IDS)
@@ -79,9 +71,9 @@ def test_matches_reference(nd, mode, padding, align, make_grid):
     out, gx, gg = _run(sample, x, grid, grad_out, **kw)
     ref = reference.sample(x.numpy(), grid.numpy(), **kw)
     ref_gx, ref_gg = reference.sample_grad(x.numpy(), grid.numpy(), grad_out.numpy(), **kw)
-    _close(out, ref, 1e-10, "output")
-    _close(gx, ref_gx, 1e-10, "grad_input")
-    _close(gg, ref_gg, 1e-10, "grad_grid")
+    assert_close(out, ref, 1e-10, "output")
+    assert_close(gx, ref_gx, 1e-10, "grad_input")
+    assert_close(gg, ref_gg, 1e-10, "grad_grid")
 
 
 @settings(max_examples=40, deadline=None,
@@ -104,7 +96,7 @@ def test_matches_grid_sample_any_shape(nd, mode, padding, align, batch, channels
     for a, b, what in zip(_run(sample, x, grid, grad_out, **kw),
                           _run(F.grid_sample, x, grid, grad_out, **kw),
                           ("output", "grad_input", "grad_grid")):
-        _close(a, b, 1e-10, f"{what} {kw}")
+        assert_close(a, b, 1e-10, f"{what} {kw}")
 
 
 def test_matches_grid_sample_on_affine_grids():
@@ -120,7 +112,7 @@ def test_matches_grid_sample_on_affine_grids():
             ours = _run(sample, x, grid, grad_out, **kw)
             ref = _run(F.grid_sample, x, grid, grad_out, **kw)
             for a, b, what in zip(ours, ref, ("output", "grad_input", "grad_grid")):
-                _close(a, b, 1e-5, f"{what} {kw}")
+                assert_close(a, b, 1e-5, f"{what} {kw}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,9 +158,9 @@ def test_bilinear_integer_knot_is_right_derivative(nd, align, padding):
     paper_gx, paper_gg = reference.sample_grad(x.numpy(), grid.numpy(), grad_out.numpy(), **kw,
                                                subgradient="paper")
     for a, b, what in zip(ours, torch_ref, ("output", "grad_input", "grad_grid")):
-        _close(a, b, 1e-10, f"{what} vs grid_sample")
-    _close(ours[2], floor_gg, 1e-10, "grad_grid vs floor sub-gradient")
-    _close(paper_gx, floor_gx, 1e-12, "grad_input does not depend on the sub-gradient")
+        assert_close(a, b, 1e-10, f"{what} vs grid_sample")
+    assert_close(ours[2], floor_gg, 1e-10, "grad_grid vs floor sub-gradient")
+    assert_close(paper_gx, floor_gx, 1e-12, "grad_input does not depend on the sub-gradient")
     # the paper's choice differs on every integer coordinate of the knot points
     diff = (ours[2] - torch.as_tensor(paper_gg)).abs().view(-1, nd)
     for p, row in zip(points, diff):
@@ -208,7 +200,7 @@ def test_border_clip_points_have_zero_grid_gradient(mode, padding, align):
     ours = _run(sample, x, grid, grad_out, **kw)
     torch_ref = _run(F.grid_sample, x, grid, grad_out, **kw)
     for a, b, what in zip(ours, torch_ref, ("output", "grad_input", "grad_grid")):
-        _close(a, b, 1e-10, f"{what} vs grid_sample")
+        assert_close(a, b, 1e-10, f"{what} vs grid_sample")
     assert torch.all(ours[2][..., 0] == 0), ours[2]
     if mode == "bilinear":  # the interior one-sided derivative at x = 0 is U[:, 1] - U[:, 0]
         floor_gg = reference.sample_grad(x.numpy(), grid.numpy(), grad_out.numpy(), **kw,
@@ -227,9 +219,9 @@ def test_reflection_mirrors_the_gradient(align):
     grid = _pixel_grid(inside + [(mirror(px), py) for px, py in inside], in_size, align)
     kw = dict(mode="bilinear", padding_mode="reflection", align_corners=align)
     out, _, gg = _run(sample, x, grid, torch.ones(1, 2, 1, 6, dtype=F64), **kw)
-    _close(out[..., 3:], out[..., :3], 1e-12, "mirrored values")
-    _close(gg[0, 0, 3:, 0], -gg[0, 0, :3, 0], 1e-12, "dV/dx flips sign")
-    _close(gg[0, 0, 3:, 1], gg[0, 0, :3, 1], 1e-12, "dV/dy unchanged")
+    assert_close(out[..., 3:], out[..., :3], 1e-12, "mirrored values")
+    assert_close(gg[0, 0, 3:, 0], -gg[0, 0, :3, 0], 1e-12, "dV/dx flips sign")
+    assert_close(gg[0, 0, 3:, 1], gg[0, 0, :3, 1], 1e-12, "dV/dy unchanged")
 
 
 @pytest.mark.parametrize("nd", [2, 3])
@@ -240,7 +232,7 @@ def test_nearest_gives_zero_grid_gradient(nd, padding, make_grid):
     assert torch.all(gg == 0)
     # the input gradient is dL/dV routed to the one pixel each point reads
     assert torch.count_nonzero(gx) > 0
-    _close(gx.sum(), (grad_out * (out != 0)).sum(), 1e-10, "routed gradient mass")
+    assert_close(gx.sum(), (grad_out * (out != 0)).sum(), 1e-10, "routed gradient mass")
 
 
 def test_bicubic_is_smooth_across_knots():

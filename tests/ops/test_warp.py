@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from stnkit.ops import affine_grid, projective_grid, sample, tps_grid, warp
 from stnkit.ops import transforms as T
 from stnkit.ops.grids import tps_lattice
+from tests._helpers import assert_close
 
 F64 = torch.float64
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -36,12 +37,6 @@ def _src_points(batch, k=9, dtype=F64, seed=0):
                                                                   dtype=dtype)
 
 
-def _close(a, b, tol, what):
-    scale = max(1.0, b.abs().max().item()) if b.numel() else 1.0
-    err = (a - b).abs().max().item() if a.numel() else 0.0
-    assert err <= tol * scale, f"{what}: {err=} {scale=}"
-
-
 # --------------------------------------------------------------------------------------------
 # against PyTorch
 # --------------------------------------------------------------------------------------------
@@ -60,12 +55,12 @@ def _compare_with_torch(shape, size, mode, padding_mode, align_corners, dtype, s
                                           align_corners=align_corners),
                         mode=mode, padding_mode=padding_mode, align_corners=align_corners)
     assert out.shape == ref.shape and out.dtype == dtype
-    _close(out, ref, TOL[dtype], "output")
+    assert_close(out, ref, TOL[dtype], "output")
     g = torch.randn(ref.shape, dtype=dtype, generator=_gen(seed + 2))
     out.backward(g)
     ref.backward(g)
-    _close(xs.grad, xr.grad, TOL[dtype], "grad input")
-    _close(ts.grad, tr.grad, TOL[dtype], "grad theta")
+    assert_close(xs.grad, xr.grad, TOL[dtype], "grad input")
+    assert_close(ts.grad, tr.grad, TOL[dtype], "grad theta")
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -100,13 +95,13 @@ def test_projective_and_tps_equal_their_grids_sampled(align_corners):
                backend="torch")
     ref = F.grid_sample(x, projective_grid(h, (5, 4), align_corners=align_corners),
                         align_corners=align_corners)
-    _close(out, ref, 1e-12, "projective")
+    assert_close(out, ref, 1e-12, "projective")
     src = _src_points(2, 16)
     out = warp(x, src, transform="tps", size=(5, 4), align_corners=align_corners,
                backend="torch")
     ref = F.grid_sample(x, tps_grid(src, (5, 4), align_corners=align_corners),
                         align_corners=align_corners)
-    _close(out, ref, 1e-12, "tps")
+    assert_close(out, ref, 1e-12, "tps")
     dst = torch.tensor([[-0.8, -0.7], [0.9, -0.8], [0.0, 0.9], [0.3, 0.1], [-0.5, 0.4]],
                        dtype=F64)
     src5 = dst[None] + 0.1 * torch.randn(2, 5, 2, dtype=F64, generator=_gen(1))
@@ -114,7 +109,7 @@ def test_projective_and_tps_equal_their_grids_sampled(align_corners):
                padding_mode="reflection", align_corners=align_corners, backend="torch")
     ref = F.grid_sample(x, tps_grid(src5, (6, 7), dst_points=dst, align_corners=align_corners),
                         mode="bicubic", padding_mode="reflection", align_corners=align_corners)
-    _close(out, ref, 1e-12, "tps with dst_points")
+    assert_close(out, ref, 1e-12, "tps with dst_points")
 
 
 def test_projective_affine_last_row_equals_affine():
@@ -124,7 +119,7 @@ def test_projective_affine_last_row_equals_affine():
     for mode in ("bilinear", "nearest", "bicubic"):
         a = warp(x, theta, mode=mode, backend="torch")
         p = warp(x, h, transform="projective", mode=mode, backend="torch")
-        _close(p, a, 1e-13, mode)
+        assert_close(p, a, 1e-13, mode)
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,20 +204,20 @@ def test_batch_empty_layout_and_no_mutation(name, x, theta, kw):
     full = warp(x, theta, **kw)
     assert torch.equal(x, x0) and torch.equal(theta, t0), "inputs mutated"
     singles = torch.cat([warp(x[i:i + 1], theta[i:i + 1], **kw) for i in range(3)])
-    _close(full, singles, 1e-14, "batch vs per-sample")
+    assert_close(full, singles, 1e-14, "batch vs per-sample")
     empty = warp(x[:0], theta[:0], **kw)
     assert empty.shape == (0, *full.shape[1:]) and empty.dtype == F64
     # non-contiguous input and theta
     xn = x.transpose(-1, -2).contiguous().transpose(-1, -2)
     tn = theta.transpose(1, 2).contiguous().transpose(1, 2)
     assert not xn.is_contiguous() and not tn.is_contiguous()
-    _close(warp(xn, tn, **kw), full, 1e-14, "non-contiguous")
+    assert_close(warp(xn, tn, **kw), full, 1e-14, "non-contiguous")
     if x.dim() == 4:
         xc = x.contiguous(memory_format=torch.channels_last)
-        _close(warp(xc, theta, **kw), full, 1e-14, "channels_last")
+        assert_close(warp(xc, theta, **kw), full, 1e-14, "channels_last")
     out32 = warp(x.float(), theta.float(), **kw)
     assert out32.dtype == torch.float32 and out32.device == x.device
-    _close(out32, full.float(), 1e-5, "float32")
+    assert_close(out32, full.float(), 1e-5, "float32")
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from stnkit.ops import affine_grid, projective_grid
+from tests._helpers import assert_close as close  # the kernel tests' name for it
 
 F64, F32 = torch.float64, torch.float32
 TOL = {F64: 1e-10, F32: 1e-4}
@@ -75,15 +76,6 @@ def behind_camera():
     w = pixels("projective", h, (9, 10), size, False)
     assert torch.isnan(w).any() and torch.isfinite(w).any(), "test needs both kinds of points"
     return x, h, size
-
-
-def close(a, b, tol, what):
-    """max |a - b| <= tol * max(1, max |b|), on the CPU."""
-    assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} != {tuple(b.shape)}"
-    a, b = a.cpu(), b.cpu()
-    scale = max(1.0, b.abs().max().item()) if b.numel() else 1.0
-    err = (a - b).abs().max().item() if a.numel() else 0.0
-    assert err <= tol * scale, f"{what}: {err=:.3g} > {tol * scale:.3g}"
 
 
 def check_huge_finite_coordinates(run, device="cpu"):

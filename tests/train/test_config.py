@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from stnkit._checks import StnkitError, StnkitFileError, StnkitValueError
 from stnkit.train import PRESETS, TrainConfig, load_config_file, resolve_config
-from stnkit.train.config import check_config
+from stnkit.train.config import INT_RANGES, check_config
 
 from ._helpers import tiny_config
 
@@ -57,7 +58,7 @@ def test_flag_schedule_beats_file_schedule(tmp_path):
 def test_unknown_key_in_file_is_an_error(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("lr: 0.1\nlearning_rate: 0.1\n")
-    with pytest.raises(ValueError, match=r"unknown key 'learning_rate' \(known keys: .*batch_size"):
+    with pytest.raises(StnkitFileError, match=r"c\.yaml: unknown key 'learning_rate' \(known keys: .*batch_size"):
         load_config_file(path)
 
 
@@ -70,12 +71,12 @@ def test_unknown_key_in_file_is_an_error(tmp_path):
 def test_bad_file_values(tmp_path, body, match):
     path = tmp_path / "c.yaml"
     path.write_text(body)
-    with pytest.raises((ValueError, TypeError), match=match):
+    with pytest.raises(StnkitError, match=match):
         load_config_file(path)
 
 
 def test_missing_and_unsupported_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(StnkitFileError, match="none.yaml: config file does not exist"):
         load_config_file(tmp_path / "none.yaml")
     (tmp_path / "c.ini").write_text("")
     with pytest.raises(ValueError, match=r"\.yaml, \.yml, \.toml or \.json"):
@@ -95,7 +96,7 @@ def test_dry_run_shrinks_everything(tmp_path):
 
 
 @pytest.mark.parametrize("field, value, error, match", [
-    ("iterations", 0, ValueError, r"train: expected config.iterations a positive int, got 0"),
+    ("iterations", 0, ValueError, r"expected config.iterations a positive int, got 0"),
     ("batch_size", 2.5, TypeError, r"expected config.batch_size an int, got 2.5"),
     ("lr", float("nan"), ValueError, r"expected config.lr a finite number, got nan"),
     ("lr", 0.0, ValueError, r"expected config.lr a positive number, got 0.0"),
@@ -106,6 +107,55 @@ def test_dry_run_shrinks_everything(tmp_path):
     ("momentum", -1.0, ValueError, r"expected config.momentum a number >= 0"),
 ])
 def test_check_config_rejects(tmp_path, field, value, error, match):
-    cfg = tiny_config(tmp_path / "run", **{field: value})
-    with pytest.raises(error, match=match):
+    cfg = tiny_config(tmp_path / "run")
+    setattr(cfg, field, value)  # past __post_init__, as code that edits a config would
+    with pytest.raises(error, match="train: " + match):
         check_config(cfg)
+    if field in INT_RANGES:  # the dataclass itself refuses an integer out of range
+        with pytest.raises(error, match="TrainConfig: " + match):
+            tiny_config(tmp_path / "run", **{field: value})
+
+
+BIG = 99999999999999999999999  # > 2**64: torch's "Overflow when unpacking long long"
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("seed", BIG, r"config.seed an int in \[0, 2\*\*63\), got 99999999999999999999999"),
+    ("seed", 2**63, r"config.seed an int in \[0, 2\*\*63\), got 9223372036854775808"),
+    ("seed", -1, r"config.seed an int >= 0, got -1"),
+    ("data_seed", BIG, r"config.data_seed an int in \[0, 2\*\*63\)"),
+    ("iterations", BIG, r"config.iterations an int in \[1, 2\*\*63\)"),
+    ("batch_size", 2**63, r"config.batch_size an int in \[1, 2\*\*63\)"),
+    ("lr_step", BIG, r"config.lr_step an int in \[0, 2\*\*63\)"),
+    ("snapshot_count", BIG, r"config.snapshot_count an int in \[0, 2\*\*63\)"),
+    ("train_size", BIG, r"config.train_size None or an int in \[1, 2\*\*63\)"),
+    ("num_threads", 2**31, r"config.num_threads None or an int in \[1, 2\*\*31\)"),
+    ("checkpoint_every", BIG, r"config.checkpoint_every an int in \[1, 2\*\*63\)"),
+])
+def test_integers_out_of_their_real_range_are_refused_everywhere(tmp_path, field, value, match):
+    """The API, resolve_config (flags), YAML and TOML files all reach the dataclass's check."""
+    with pytest.raises(StnkitValueError, match="TrainConfig: expected " + match):
+        tiny_config(tmp_path / "run", **{field: value})
+    with pytest.raises(StnkitValueError, match=match):
+        resolve_config(overrides={field: value})
+    for ext, text in ((".yaml", f"{field}: {value}\n"), (".toml", f"{field} = {value}\n")):
+        path = tmp_path / ("c" + ext)
+        path.write_text(text)
+        try:
+            with pytest.raises(StnkitValueError, match=match):
+                resolve_config(file=path)
+        except StnkitFileError as e:  # TOML: integers past int64 do not parse at all
+            assert ext == ".toml" and "could not be parsed" in str(e), e
+
+
+def test_largest_seed_trains(tmp_path):
+    """2**63 - 1 is a valid seed: the run's per-rank offset must not overflow torch's seed."""
+    from stnkit.train import train
+
+    result = train(tiny_config(tmp_path / "run", seed=2**63 - 1, iterations=1), progress=False)
+    assert result["step"] == 1
+
+
+def test_positions_must_fit_int64(tmp_path):
+    with pytest.raises(StnkitValueError, match=r"config.iterations \* config.batch_size < 2\*\*63"):
+        tiny_config(tmp_path / "run", iterations=2**62, batch_size=4)

@@ -19,9 +19,9 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from stnkit._errors import fail  # not _checks: no torch, so `stnkit --help` stays instant
+from stnkit._errors import fail, fail_file  # not _checks: no torch, so `stnkit --help` stays instant
 
-__all__ = ["PRESETS", "TrainConfig", "check_config", "config_fields", "load_config_file",
+__all__ = ["INT_RANGES", "PRESETS", "TrainConfig", "check_config", "check_ints", "config_fields", "load_config_file",
            "resolve_config"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -90,6 +90,9 @@ class TrainConfig:
         for k, v in PRESETS.get(self.schedule, {}).items():
             if getattr(self, k) is None:
                 setattr(self, k, v)
+        # integers out of their real range fail here, whatever built the config (flags, a
+        # config file, config.json, the API); check_config checks the rest before a run
+        check_ints(self, fn="TrainConfig")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -107,6 +110,46 @@ PRESETS: dict[str, dict[str, Any]] = {
                 weight_decay=0.0, lr_step=800, lr_gamma=0.3, checkpoint_every=500,
                 eval_every=1000, log_every=50),
 }
+
+_INT64 = 2**63
+INT_RANGES: dict[str, tuple[int, int]] = {
+    # name: (lowest, highest + 1). Seeds: torch.manual_seed takes 64 bits and the run adds a
+    # per-rank offset; the data seed reaches DistortedMNIST, which takes [0, 2**63). Counts
+    # and sizes: sample positions (step * batch_size) are int64 tensors. Threads: a C int.
+    "seed": (0, _INT64), "data_seed": (0, _INT64),
+    "iterations": (1, _INT64), "batch_size": (1, _INT64), "checkpoint_every": (1, _INT64),
+    "eval_every": (1, _INT64), "log_every": (1, _INT64), "lr_step": (0, _INT64),
+    "snapshot_count": (0, _INT64), "train_size": (1, _INT64), "test_size": (1, _INT64),
+    "num_threads": (1, 2**31),
+}
+_OPTIONAL_INTS = ("train_size", "test_size", "num_threads")
+
+
+def _bound(n: int) -> str:
+    return {_INT64: "2**63", 2**31: "2**31"}.get(n, str(n))
+
+
+def check_ints(cfg: Any, *, fn: str) -> None:
+    """Every integer setting that is set must be an int in its real range (``INT_RANGES``);
+    ``iterations * batch_size`` (the last sample position) must fit in int64."""
+    for name, (lo, hi) in INT_RANGES.items():
+        v = getattr(cfg, name)
+        if v is None:
+            continue  # required ones are checked by check_config
+        optional = "None or " if name in _OPTIONAL_INTS else ""
+        if isinstance(v, bool) or not isinstance(v, int):
+            fail(fn, f"config.{name}", f"{optional}an int", repr(v),
+                 error=ValueError if optional else TypeError)
+        if v < lo:
+            want = "a positive int" if lo == 1 else "an int >= 0"
+            fail(fn, f"config.{name}", optional + want, repr(v))
+        if v >= hi:
+            fail(fn, f"config.{name}", f"{optional}an int in [{lo}, {_bound(hi)})", repr(v))
+    if isinstance(cfg.iterations, int) and isinstance(cfg.batch_size, int) and \
+            cfg.iterations * cfg.batch_size >= _INT64:
+        fail(fn, "config.iterations * config.batch_size", "< 2**63 (sample positions are int64)",
+             f"{cfg.iterations} * {cfg.batch_size}")
+
 
 DRY_RUN = dict(iterations=4, batch_size=16, train_size=128, test_size=64, checkpoint_every=2,
                eval_every=4, log_every=1, snapshot_count=4)
@@ -162,7 +205,7 @@ def _coerce(name: str, value: Any, *, source: str) -> Any:
             except ValueError:
                 pass
         fail(source, name, "a number", repr(value), error=TypeError)
-    raise AssertionError(kind)  # pragma: no cover - the kinds above are all there are
+    raise RuntimeError(f"unknown field kind {kind!r}")  # pragma: no cover - a bug
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -173,13 +216,16 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
+    fn = "load_config_file"
     if ext not in (".yaml", ".yml", ".toml", ".json"):
-        raise ValueError(f"config file {path!r}: expected a name ending in .yaml, .yml, .toml or .json")
+        fail(fn, "the config file", "a name ending in .yaml, .yml, .toml or .json", repr(path))
     try:
         with open(path, "rb") as f:
             raw = f.read()
     except FileNotFoundError:
-        raise FileNotFoundError(f"config file {path!r} does not exist") from None
+        fail_file(fn, path, "config file does not exist")
+    except OSError as e:
+        fail_file(fn, path, f"cannot read the config file ({e.strerror or e})")
     try:
         if ext == ".toml":
             data = tomllib.loads(raw.decode("utf-8"))
@@ -190,17 +236,17 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
 
             data = yaml.safe_load(raw.decode("utf-8"))
     except Exception as e:  # syntax errors of three parsers: report them the same way
-        raise ValueError(f"config file {path!r} could not be parsed: {e}") from None
+        fail_file(fn, path, f"config file could not be parsed: {e}")
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ValueError(f"config file {path!r}: expected a mapping of settings, got {type(data).__name__}")
+        fail_file(fn, path, f"expected a mapping of settings, got {type(data).__name__}")
     out: dict[str, Any] = {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
         if name not in _FIELDS:
             known = ", ".join(sorted(_FIELDS))
-            raise ValueError(f"config file {path!r}: unknown key {key!r} (known keys: {known})")
+            fail_file(fn, path, f"unknown key {key!r} (known keys: {known})")
         out[name] = _coerce(name, value, source=f"config file {path!r}")
     return out
 
@@ -253,17 +299,10 @@ def check_config(cfg: Any, *, fn: str = "train") -> TrainConfig:
         v = getattr(cfg, name)
         if v not in choices:
             fail(fn, f"config.{name}", "one of " + ", ".join(map(repr, choices)), repr(v))
-    positive = ("iterations", "batch_size", "checkpoint_every", "eval_every", "log_every")
-    for name in positive + ("lr_step", "snapshot_count", "seed", "data_seed"):
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, int):
-            fail(fn, f"config.{name}", "an int", repr(v), error=TypeError)
-        if (v <= 0) if name in positive else (v < 0):
-            fail(fn, f"config.{name}", "a positive int" if name in positive else "an int >= 0", repr(v))
-    for name in ("train_size", "test_size", "num_threads"):
-        v = getattr(cfg, name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
-            fail(fn, f"config.{name}", "None or a positive int", repr(v))
+    for name in INT_RANGES:
+        if name not in _OPTIONAL_INTS and getattr(cfg, name) is None:
+            fail(fn, f"config.{name}", "an int", "None", error=TypeError)
+    check_ints(cfg, fn=fn)
     for name in ("lr", "momentum", "weight_decay", "lr_gamma", "localization_lr_mult"):
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -285,8 +324,10 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
 def from_dict(d: dict[str, Any], *, source: str) -> TrainConfig:
     """A TrainConfig from a saved ``config.json`` (unknown keys are an error, missing ones default)."""
     if not isinstance(d, dict):
-        raise ValueError(f"{source}: expected a JSON object, got {type(d).__name__}")
+        fail_file("from_dict", source, f"expected a JSON object of settings, got "
+                  f"{type(d).__name__}")
     unknown = sorted(set(d) - set(_FIELDS))
     if unknown:
-        raise ValueError(f"{source}: unknown config keys {unknown}")
+        fail_file("from_dict", source, f"unknown config key {unknown[0]!r} (known keys: "
+                  f"{', '.join(sorted(_FIELDS))})")
     return TrainConfig(**{k: _coerce(k, v, source=source) for k, v in d.items()})

@@ -5,7 +5,9 @@ A run directory, written by rank 0 only::
     RUN_DIR/
       config.json                  the resolved TrainConfig
       metrics.jsonl                {"step", "split": "train"|"test", "loss", "error" (%), "lr",
-                                    "images_per_s" (train lines), "time" (s)} a line
+                                    "images_per_s" (train lines), "time" (s)} a line; a
+                                    value that is not finite (a test loss that overflows)
+                                    is written as null (JSON has no NaN/Inf)
       checkpoint.safetensors       model weights        } see stnkit.train.checkpoint
       checkpoint.state.safetensors optimizer + RNG      }
       checkpoint.json              step, config, optimizer, scheduler, rng, metrics, ...
@@ -18,6 +20,19 @@ The loop is iteration based;
 each iteration reads the batch :class:`~stnkit.train._data.BatchOrder` assigns to it, so a
 run killed at any point and resumed from its last checkpoint retraces the same steps and
 ends, on CPU, with bitwise the same weights as a run never interrupted.
+
+``config.json`` is derived from the checkpoint's config and must agree with it: ``resume`` and
+``evaluate`` refuse a run whose ``config.json`` is not JSON, has unknown keys or differs from
+``checkpoint.json``'s config in any setting but ``out`` (the directory may have moved) and,
+when ``resume(iterations=N)`` sets it anew, ``iterations``; a missing one is rewritten.
+
+Crashes: a run killed (``kill -9``) before its step-0 checkpoint was complete has a
+``config.json`` but no ``checkpoint.json``; ``resume`` starts it again from step 0 (the same
+run: the initialisation and the data order depend on the config alone). A run killed before
+even its ``config.json`` was written holds nothing to resume; ``stnkit train`` with the same
+``--out`` starts it afresh. Either way, the temporary files a killed write leaves
+(``.<name>.<8 hex digits>.tmp`` of the run's own files, ``checkpoint*.tmp``) are removed,
+under the run lock, before anything else happens.
 
 Stops: the last iteration; Ctrl-C / SIGTERM (finish the current iteration, write a
 checkpoint, raise :class:`TrainingInterrupted`); a non-finite loss or non-finite weights
@@ -44,6 +59,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stnkit._checks import StnkitError, StnkitFileError, fail, fail_file
+from stnkit._io import remove_stale_temps
 from stnkit.train import checkpoint as ckpt
 from stnkit.train._data import BatchOrder, Split, load_split
 from stnkit.train.config import TrainConfig, apply_dry_run, check_config, from_dict, to_dict
@@ -54,7 +71,7 @@ __all__ = ["RunDirError", "TrainingDiverged", "TrainingInterrupted", "resume", "
 SNAPSHOTS = "snapshots"
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(StnkitError, RuntimeError):
     """The loss (or a weight) became NaN/Inf; the last good checkpoint was kept."""
 
     def __init__(self, message: str, *, step: int, checkpoint_step: int | None):
@@ -72,8 +89,19 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.run_dir = run_dir
 
 
-class RunDirError(ValueError):
-    """A run directory that is missing, already used, or not a run."""
+class RunDirError(StnkitFileError, ValueError):
+    """A run directory that is missing, already used, or not a run (a
+    :class:`~stnkit._checks.StnkitFileError`; also a ``ValueError``, as it was before)."""
+
+
+def _bad_dir(fn: str, path: Any, problem: str):
+    fail_file(fn, path, problem, error=RunDirError)
+
+
+# The run directory's own files that atomic writes replace (their temporaries are ours to
+# remove after a kill); regular expressions of the names, see stnkit._io.remove_stale_temps.
+_RUN_FILES = r"config\.json|metrics\.jsonl|eval\.json"
+_SNAPSHOT_FILES = r"inputs\.safetensors|step_\d{8}\.safetensors"
 
 
 # ---------------------------------------------------------------------------- hooks (tests
@@ -107,20 +135,35 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train: expected config.device 'cpu' or 'auto' on this machine (CUDA is "
-                         "not available), got 'cuda'")
+        fail("train", "config.device", "'cpu' or 'auto' on this machine (CUDA is not "
+             "available)", "'cuda'")
     return torch.device(name)
+
+
+CUBLAS_WORKSPACE = ":4096:8"
+"""``CUBLAS_WORKSPACE_CONFIG`` for deterministic CUDA runs (NVIDIA's documented value for
+reproducible cuBLAS results; torch refuses cuBLAS calls under deterministic algorithms
+without it or ``:16:8``)."""
 
 
 @contextlib.contextmanager
 def _torch_settings(cfg: TrainConfig, device: torch.device):
-    """Threads and deterministic algorithms for the run; restored afterwards."""
+    """Threads, deterministic algorithms and, for a deterministic CUDA run only,
+    ``CUBLAS_WORKSPACE_CONFIG``, for the duration of the run; all restored afterwards.
+
+    The environment variable is set only when the user has not set it (theirs wins) and
+    removed (or put back) on exit, so it never leaks into code that runs after ``train()``.
+    cuBLAS reads it when it creates a handle, and torch checks it at each cuBLAS call under
+    deterministic algorithms: both happen inside the run.
+    """
     threads = torch.get_num_threads()
     det = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     want = cfg.deterministic if cfg.deterministic is not None else device.type == "cpu"
-    if want and device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    env_key = "CUBLAS_WORKSPACE_CONFIG"
+    env_before = os.environ.get(env_key)
+    if want and device.type == "cuda" and env_before is None:
+        os.environ[env_key] = CUBLAS_WORKSPACE
     try:
         if cfg.num_threads is not None:
             torch.set_num_threads(cfg.num_threads)
@@ -129,6 +172,10 @@ def _torch_settings(cfg: TrainConfig, device: torch.device):
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(det, warn_only=warn_only)
+        if env_before is None:
+            os.environ.pop(env_key, None)
+        else:
+            os.environ[env_key] = env_before
 
 
 @contextlib.contextmanager
@@ -168,16 +215,17 @@ def _run_lock(run_dir: Path, enabled: bool):
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunDirError(f"{run_dir}: another process is training in this run directory") from None
+            _bad_dir("train", run_dir, "another process is training in this run directory")
         yield
     finally:
         f.close()
 
 
 def _seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (``seed`` >= 0; torch takes 64 bits, NumPy 32)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed % 2**64)  # the identity for every config.seed (< 2**63) + offsets
 
 
 def _lr_factor(cfg: TrainConfig, step: int) -> float:
@@ -209,8 +257,9 @@ def _append_jsonl(path: Path, obj: dict) -> None:
         f.flush()
 
 
-def _round(x: float) -> float:
-    return float(f"{x:.6g}")
+def _round(x: float) -> float | None:
+    """6 significant digits; None (JSON null) for NaN/Inf, which JSON cannot hold."""
+    return float(f"{x:.6g}") if math.isfinite(x) else None
 
 
 def _truncate_metrics(run_dir: Path, step: int) -> None:
@@ -291,8 +340,10 @@ def _write_snapshot(run_dir: Path, model: nn.Module, inputs: Tensor, step: int) 
 class _Run:
     """One training session (fresh or resumed) of one run directory."""
 
-    def __init__(self, cfg: TrainConfig, *, progress: bool, resume_from: ckpt.LoadedCheckpoint | None):
+    def __init__(self, cfg: TrainConfig, *, progress: bool,
+                 resume_from: ckpt.LoadedCheckpoint | None, restart: bool = False):
         self.cfg = cfg
+        self.restart = restart  # a fresh start in a directory whose step-0 checkpoint a kill cut
         self.progress = progress
         self.loaded = resume_from
         self.run_dir = Path(cfg.out)
@@ -307,10 +358,8 @@ class _Run:
         """Create the run directory (rank 0); remember what to remove should setup fail."""
         run = self.run_dir
         if run.exists() and not run.is_dir():
-            raise RunDirError(f"{run}: exists and is not a directory")
-        if run.is_dir() and any((run / n).exists() for n in ("config.json", ckpt.RECORD)):
-            raise RunDirError(f"{run}: already holds a run; continue it with `stnkit train "
-                              f"--resume {run}` or choose another --out")
+            _bad_dir("train", run, "exists and is not a directory")
+        self._refuse_used_dir()
         top = run
         while not top.parent.exists() and top.parent != top:
             top = top.parent
@@ -319,7 +368,7 @@ class _Run:
             run.mkdir(parents=True, exist_ok=True)
             (run / SNAPSHOTS).mkdir(exist_ok=True)
         except OSError as e:
-            raise OSError(f"cannot create run directory {run}: {e.strerror or e}") from None
+            fail_file("train", run, f"cannot create run directory ({e.strerror or e})")
         if not existed:
             self.created = top
         probe = run / f".write-test-{os.getpid()}"
@@ -328,7 +377,14 @@ class _Run:
             probe.unlink()
         except OSError as e:
             self._cleanup()
-            raise OSError(f"run directory {run} is not writable: {e.strerror or e}") from None
+            fail_file("train", run, f"run directory is not writable ({e.strerror or e})")
+
+    def _refuse_used_dir(self) -> None:
+        run = self.run_dir
+        if not self.restart and run.is_dir() and any((run / n).exists()
+                                                     for n in ("config.json", ckpt.RECORD)):
+            _bad_dir("train", run, f"already holds a run; continue it with `stnkit train "
+                     f"--resume {run}` or choose another --out")
 
     def _cleanup(self) -> None:
         """Remove what a failed fresh start wrote, so nothing half-written is left."""
@@ -370,16 +426,13 @@ class _Run:
         cfg = self.cfg
         fresh = self.loaded is None
         if cfg.batch_size % dist.world_size:
-            raise ValueError(f"train: expected config.batch_size divisible by the number of "
-                             f"processes ({dist.world_size}), got {cfg.batch_size}")
+            fail("train", "config.batch_size", f"divisible by the number of processes "
+                 f"({dist.world_size})", cfg.batch_size)
         # Everything that can fail on bad input fails here, before anything is written.
         err: BaseException | None = None
         try:
             if fresh and dist.is_main:
-                if self.run_dir.is_dir() and any((self.run_dir / n).exists()
-                                                 for n in ("config.json", ckpt.RECORD)):
-                    raise RunDirError(f"{self.run_dir}: already holds a run; continue it with "
-                                      f"`stnkit train --resume {self.run_dir}` or choose another --out")
+                self._refuse_used_dir()
             # rank 0 first: the dataset may generate and cache its files
             if dist.is_main:
                 self._load_data()
@@ -416,11 +469,14 @@ class _Run:
                     if not (self.run_dir / ".lock").exists():
                         self.written.append(self.run_dir / ".lock")
                 lock.enter_context(_run_lock(self.run_dir, True))
+                _remove_stale_temps(self.run_dir)
                 if fresh:
                     self._write_new(self.run_dir / "config.json",
                                     (json.dumps(to_dict(cfg), indent=2) + "\n").encode())
                     self._write_new(self.run_dir / "metrics.jsonl", b"")
                     self._write_inputs()
+                    if self.restart:  # nothing of the cut attempt may outlive it
+                        _truncate_metrics(self.run_dir, -1)
                 else:
                     ckpt.atomic_write_json(self.run_dir / "config.json", to_dict(cfg))
                     _truncate_metrics(self.run_dir, start)
@@ -469,9 +525,9 @@ class _Run:
         ckpt.restore_optimizer_state(self.opt, rec["optimizer"], loaded.state)
         world = int(rec.get("world_size", 1))
         if world != self.dist.world_size:
-            raise ckpt.CheckpointError(
-                f"{self.run_dir}: the checkpoint was written by {world} process(es); resume it "
-                f"with the same number (got {self.dist.world_size}) to continue exactly")
+            fail_file("resume", self.run_dir, f"the checkpoint was written by {world} "
+                      f"process(es); resume it with the same number (got "
+                      f"{self.dist.world_size}) to continue exactly", error=ckpt.CheckpointError)
         ckpt.restore_rng_state(rec["rng"], loaded.state, rank=self.dist.rank)
         self.last_ckpt_step = int(rec["step"])
         self.last_metrics = dict(rec.get("metrics") or {})
@@ -614,7 +670,7 @@ class _Run:
                         if dist.is_main:
                             _append_jsonl(self.run_dir / "metrics.jsonl", line)
                         self.last_metrics["train"] = line
-                        if bar is not None:
+                        if bar is not None and None not in (line["loss"], line["error"]):
                             bar.set_postfix(loss=f"{line['loss']:.4f}", acc=f"{100 - line['error']:.2f}%",
                                             lr=f"{lr:.3g}", img_s=f"{line['images_per_s']:.0f}",
                                             refresh=False)
@@ -660,14 +716,82 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     return _Run(cfg, progress=progress, resume_from=None).execute()
 
 
+def _remove_stale_temps(run: Path) -> list[Path]:
+    """Remove what writes killed mid-way left in ``run`` (call it under the run lock)."""
+    removed = remove_stale_temps(run, _RUN_FILES)
+    if (run / SNAPSHOTS).is_dir():
+        removed += remove_stale_temps(run / SNAPSHOTS, _SNAPSHOT_FILES)
+    return removed
+
+
+def _check_config_json(run: Path, record_cfg: TrainConfig, *, fn: str,
+                       exempt: tuple[str, ...] = ("out",)) -> bool:
+    """``RUN/config.json`` must be the checkpoint's config (but for ``exempt`` keys); returns
+    whether it exists (a missing one is rewritten by resume)."""
+    path = run / "config.json"
+    restore = (f"restore it, or delete it (`stnkit train --resume {run}` rewrites it from "
+               f"{ckpt.RECORD})")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        fail_file(fn, path, f"cannot read it ({e.strerror or e})")
+    try:
+        saved = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        fail_file(fn, path, f"not valid JSON ({e}); it must hold the run's settings: {restore}")
+    if not isinstance(saved, dict):
+        fail_file(fn, path, f"expected a JSON object of settings, got {type(saved).__name__}: "
+                  f"{restore}")
+    want = to_dict(record_cfg)
+    for key in saved:
+        if key not in want:
+            fail_file(fn, path, f"unknown key {key!r} (known keys: {', '.join(sorted(want))}): "
+                      f"{restore}")
+    got_all = to_dict(from_dict(saved, source=str(path)))  # each value read as its field's kind
+    for key, expected in want.items():
+        got = got_all[key]
+        if key in exempt or got == expected:
+            continue
+        hint = (f"; to train longer use `stnkit train --resume {run} --iterations N`"
+                if key == "iterations" else "")
+        fail_file(fn, path, f"{key} is {saved.get(key, '(missing)')!r}, but {ckpt.RECORD} says "
+                  f"the run was trained with {expected!r}; a run's settings cannot "
+                  f"change{hint}: {restore}")
+    return True
+
+
 def load_run_config(run_dir: str | os.PathLike, *, fn: str) -> TrainConfig:
+    """The config of the run in ``run_dir``, from its checkpoint record, with
+    ``config.json`` checked against it (see the module docstring)."""
     run = Path(run_dir)
     if not run.is_dir():
-        raise RunDirError(f"{fn}: run directory {str(run)!r} does not exist")
-    if not (run / ckpt.RECORD).exists() and not (run / "config.json").exists():
-        raise RunDirError(f"{fn}: {str(run)!r} is not a run directory (no {ckpt.RECORD})")
-    record = ckpt.read_record(run)
-    return from_dict(record["config"], source=str(run / ckpt.RECORD))
+        _bad_dir(fn, run, "run directory does not exist")
+    if not (run / ckpt.RECORD).exists():
+        _not_a_run(run, fn)
+    record = ckpt.read_record(run, fn=fn)
+    cfg = from_dict(record["config"], source=str(run / ckpt.RECORD))
+    _check_config_json(run, cfg, fn=fn)
+    return cfg
+
+
+def _not_a_run(run: Path, fn: str):
+    if (run / "config.json").exists():
+        _bad_dir(fn, run, f"holds no checkpoint yet ({ckpt.RECORD} is missing: the run was "
+                 f"stopped before its first checkpoint); `stnkit train --resume {run}` starts "
+                 "it again from step 0")
+    _bad_dir(fn, run, f"not a run directory (no {ckpt.RECORD} and no config.json); a run "
+             "killed before it wrote its configuration has nothing to resume: start it again "
+             f"with `stnkit train ... --out {run}`")
+
+
+def _check_iterations(iterations: Any, step: int) -> None:
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations <= 0:
+        fail("resume", "iterations", "a positive int", repr(iterations),
+             error=TypeError if not isinstance(iterations, int) else ValueError)
+    if iterations < step:
+        fail("resume", "iterations", f">= the checkpoint's step ({step})", iterations)
 
 
 def resume(run_dir: str | os.PathLike, *, iterations: int | None = None,
@@ -675,31 +799,54 @@ def resume(run_dir: str | os.PathLike, *, iterations: int | None = None,
     """Continue the run in ``run_dir`` from its last checkpoint, exactly.
 
     ``iterations`` extends (or sets) the total number of iterations; a finished run with no
-    more iterations to do returns its final metrics at once.
+    more iterations to do returns its final metrics at once. A run killed before its first
+    checkpoint was complete starts again from step 0 (see the module docstring).
     """
     run = Path(run_dir)
     if not run.is_dir():
-        raise RunDirError(f"resume: run directory {str(run)!r} does not exist")
-    if not (run / ckpt.RECORD).exists() and not (run / (ckpt.RECORD + ".tmp")).exists():
-        raise RunDirError(f"resume: {str(run)!r} is not a run directory (no {ckpt.RECORD})")
+        _bad_dir("resume", run, "run directory does not exist")
     if launch_rank() == 0:
-        ckpt.recover(run)
+        with _run_lock(run, True):  # never clean up after a process that is still writing
+            ckpt.recover(run)
+            _remove_stale_temps(run)
     else:  # let rank 0 finish a roll-forward first
         deadline = time.monotonic() + 60
         while (run / (ckpt.RECORD + ".tmp")).exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-    loaded = ckpt.read_checkpoint(run)
+    exempt = ("out",) if iterations is None else ("out", "iterations")
+    if not (run / ckpt.RECORD).exists():
+        if not (run / "config.json").exists():
+            _not_a_run(run, "resume")
+        cfg = _read_config_json(run)
+        cfg = dataclasses.replace(cfg, out=str(run))
+        if iterations is not None:
+            _check_iterations(iterations, 0)
+            cfg = dataclasses.replace(cfg, iterations=iterations)
+        check_config(cfg, fn="resume")
+        if cfg.dry_run:
+            cfg = apply_dry_run(cfg)
+        return _Run(cfg, progress=progress, resume_from=None, restart=True).execute()
+    loaded = ckpt.read_checkpoint(run, fn="resume")
     cfg = from_dict(loaded.record["config"], source=str(run / ckpt.RECORD))
+    _check_config_json(run, cfg, fn="resume", exempt=exempt)
     cfg = dataclasses.replace(cfg, out=str(run))
     if iterations is not None:
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations <= 0:
-            raise ValueError(f"resume: expected iterations a positive int, got {iterations!r}")
-        if iterations < int(loaded.record["step"]):
-            raise ValueError(f"resume: expected iterations >= the checkpoint's step "
-                             f"({loaded.record['step']}), got {iterations}")
+        _check_iterations(iterations, int(loaded.record["step"]))
         cfg = dataclasses.replace(cfg, iterations=iterations)
     check_config(cfg, fn="resume")
     if cfg.model != loaded.record["model"]:
-        raise ckpt.CheckpointError(f"{run / ckpt.RECORD}: model {loaded.record['model']!r} does not "
-                                   f"match the config's {cfg.model!r}")
+        fail_file("resume", run / ckpt.RECORD, f"model {loaded.record['model']!r} does not match "
+                  f"the config's {cfg.model!r}", error=ckpt.CheckpointError)
     return _Run(cfg, progress=progress, resume_from=loaded).execute()
+
+
+def _read_config_json(run: Path) -> TrainConfig:
+    """The config of a run that has no checkpoint yet: its ``config.json``, strictly read."""
+    path = run / "config.json"
+    try:
+        saved = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        fail_file("resume", path, f"not valid JSON ({e}); the run has no checkpoint yet, so "
+                  f"there is nothing else to resume from: start it again with `stnkit train "
+                  f"... --out {run}` after removing {run}")
+    return from_dict(saved, source=str(path))

@@ -41,6 +41,7 @@ import os
 
 import torch
 from torch import Tensor
+from torch._subclasses.fake_tensor import is_fake
 from torch.library import wrap_triton
 
 from stnkit._checks import fail
@@ -71,6 +72,12 @@ _OPTIONS = {"enable_fp_fusion": True, "num_warps": 4}
 
 def _interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _shapes_only(x: Tensor) -> bool:
+    """Whether ``x`` is a fake tensor (shape propagation) that the interpreter must not launch
+    on: it runs kernels at once, in numpy, where ``wrap_triton`` would record them."""
+    return _interpreted() and is_fake(x)
 
 
 def supports(input: Tensor, theta: Tensor, *, transform: str, mode: str,
@@ -200,7 +207,7 @@ def _forward(input: Tensor, theta: Tensor, size, transform: str, mode: str, padd
     cf = _coefficients(theta, projective, axes).to(input.dtype).contiguous()
     x = input.contiguous()
     out = torch.empty((B, C, *size), dtype=input.dtype, device=input.device)
-    if out.numel() == 0:
+    if out.numel() == 0 or _shapes_only(x):
         return out
     k, dims, tols = _launch_args(x, size, axes)
     flags = {"MODE": mode, "PAD": pad, "ALIGN": align, "BLOCK": _BLOCK}
@@ -230,7 +237,7 @@ def _backward(grad_out: Tensor, input: Tensor, theta: Tensor, size, transform: s
     theta_shape = (B, 3, 3) if projective else (B, nd, nd + 1)
     gin = torch.zeros_like(x) if need_input else None
     gtheta = torch.zeros(theta_shape, dtype=dt, device=dev) if need_theta_out else None
-    if x.numel() == 0 or N == 0 or not (need_input or need_theta):
+    if x.numel() == 0 or N == 0 or not (need_input or need_theta) or _shapes_only(x):
         return gin, gtheta
     g = grad_out.contiguous()
     k, dims, tols = _launch_args(x, size, axes)

@@ -9,14 +9,21 @@ padding_mode, align_corners, deterministic)``):
 - ``"numba"``: ``stnkit.ops.kernels.numba_cpu`` (fused CPU kernels).
 - ``"triton"``: ``stnkit.ops.kernels.triton_gpu`` (fused CUDA kernels).
 - ``"auto"``: CPU tensors -> numba, CUDA tensors -> triton, when the kernel module imports and
-  supports the call; otherwise torch. Under ``torch.compile`` "auto" is torch, which the
-  compiler can trace (it cannot see into the kernels). An explicit kernel backend that is not installed or does
+  supports the call; otherwise torch. An explicit kernel backend that is not installed or does
   not support the call raises ValueError with the reason.
+
+Compilers: the kernels are PyTorch operators (``torch.ops.stnkit.warp`` / ``warp_triton`` and
+their ``_backward``; schemas in ``stnkit.ops.kernels._library``), so ``torch.compile``
+(``fullgraph=True`` included), ``torch.export`` and ``torch.jit.trace`` keep them in the graph
+with every backend, the backward too; the compiler fuses what surrounds them (Triton kernels it
+sees inside). The torch path (TPS, bicubic, ``backend="torch"``) is plain torch code that the
+compilers trace. ``torch.jit.script`` is not supported. Second derivatives of the kernels
+recompute the first through the torch path.
 """
 
 from __future__ import annotations
 
-import importlib
+import sys
 from types import ModuleType
 
 import torch
@@ -53,10 +60,14 @@ _KERNEL_MODULES = {"numba": "stnkit.ops.kernels.numba_cpu",
 def _load_kernel(backend: str) -> tuple[ModuleType | None, str | None]:
     """(module, None) or (None, why it cannot be imported)."""
     name = _KERNEL_MODULES[backend]
-    try:
-        return importlib.import_module(name), None
+    try:  # import statements, not importlib: torch.compile traces them
+        if backend == "numba":
+            import stnkit.ops.kernels.numba_cpu  # noqa: F401
+        else:
+            import stnkit.ops.kernels.triton_gpu  # noqa: F401
     except ImportError as e:  # the module, or a dependency of it (numba, triton), is missing
         return None, f"{name} cannot be imported ({e})"
+    return sys.modules[name], None
 
 
 def warp(input: Tensor, theta: Tensor, *, transform: str = "affine", size=None,
@@ -126,7 +137,7 @@ def warp(input: Tensor, theta: Tensor, *, transform: str = "affine", size=None,
 
     if backend == "auto":
         kernel = "triton" if input.is_cuda else "numba" if input.device.type == "cpu" else None
-        if kernel is not None and dst_points is None and not torch.compiler.is_compiling():
+        if kernel is not None and dst_points is None:
             module, _ = _load_kernel(kernel)
             if module is not None and module.supports(
                     input, theta, transform=transform, mode=mode,

@@ -9,6 +9,7 @@ import statistics
 
 import pytest
 
+from stnkit._checks import StnkitFileError
 from stnkit.train import PAPER_NUMBERS, paper_error, reproduce
 from stnkit.train.reproduce import CSV_COLUMNS
 
@@ -76,7 +77,7 @@ def test_a_different_setting_is_refused(tmp_path):
     kw = dict(KW, models=["fcn"], seeds=1)
     reproduce("table1", out, log=None, **kw)
     kw["overrides"] = {**kw["overrides"], "lr": 0.5}
-    with pytest.raises(ValueError, match=r"was trained with lr=0.001, this run asks for lr=0.5"):
+    with pytest.raises(StnkitFileError, match=r"was trained with lr=0.001, this run asks for lr=0.5"):
         reproduce("table1", out, log=None, **kw)
 
 

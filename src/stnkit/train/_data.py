@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from stnkit._checks import fail
+
 __all__ = ["BatchOrder", "Split", "load_split"]
 
 
@@ -76,7 +78,7 @@ class BatchOrder:
 
     def __init__(self, num_samples: int, batch_size: int, seed: int):
         if num_samples <= 0:
-            raise ValueError(f"train: expected a non-empty training split, got {num_samples} samples")
+            fail("train", "the training split", "to be non-empty", f"{num_samples} samples")
         self.n = num_samples
         self.batch_size = batch_size
         self.seed = seed

@@ -17,7 +17,9 @@ format ``stnkit-checkpoint-1`` (stnkit before digests) have neither; they are ac
 the checks they always had (safetensors structure, the shared token, tensor names and
 shapes), and the next checkpoint a resumed run writes carries digests. A record that
 carries digests (any format) is always verified; a ``stnkit-checkpoint-2`` record without
-them is refused as corrupt.
+them is refused as corrupt. A reader verifies what it reads: ``resume`` all three files,
+``evaluate`` / ``load_model`` the record and the weights (not the optimizer state, which they
+do not use). Weights that hold NaN or Inf are refused too, whatever wrote them.
 
 Every save writes all three to ``*.tmp`` files (each fsynced, the JSON last), then renames
 them over the old ones in a fixed order. The three carry the same random ``token``. A kill

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from stnkit._checks import fail, fail_file
 from stnkit.train import checkpoint as ckpt
 from stnkit.train._data import load_split
 from stnkit.train.loop import _create_model, load_run_config, resolve_device
@@ -23,15 +25,16 @@ def load_model(run_dir: str | os.PathLike, *, device: str = "cpu") -> torch.nn.M
     """
     run = Path(run_dir)
     cfg = load_run_config(run, fn="load_model")
-    record = ckpt.read_record(run)
-    weights = ckpt.read_weights(run, record)
+    record = ckpt.read_record(run, fn="load_model")
+    weights = ckpt.read_weights(run, record, fn="load_model")
     if "input_size" in record and "num_classes" in record:
         size, classes = tuple(int(s) for s in record["input_size"]), int(record["num_classes"])
     else:  # a record without them: read the sizes off the data
         data = load_split(cfg.data, "test", seed=cfg.data_seed, data_dir=cfg.data_dir, limit=1)
         size, classes = data.image_size, data.num_classes
     model = _create_model(cfg.model, input_size=size, num_classes=classes)
-    ckpt.load_weights_into(model, weights, model_name=cfg.model, path=str(run / ckpt.WEIGHTS))
+    ckpt.load_weights_into(model, weights, model_name=cfg.model, path=str(run / ckpt.WEIGHTS),
+                           fn="load_model")
     return model.to(resolve_device(device)).eval()
 
 
@@ -53,16 +56,17 @@ def evaluate(run_dir: str | os.PathLike, *, data_dir: str | None = None, device:
         "confusion_matrix": C[true][predicted] counts}``.
     """
     run = Path(run_dir)
-    cfg = load_run_config(run, fn="eval")
-    record = ckpt.read_record(run)
-    weights = ckpt.read_weights(run, record)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
-        raise ValueError(f"evaluate: expected batch_size a positive int, got {batch_size!r}")
+        fail("evaluate", "batch_size", "a positive int", repr(batch_size))
+    cfg = load_run_config(run, fn="eval")
+    record = ckpt.read_record(run, fn="eval")
+    weights = ckpt.read_weights(run, record, fn="eval")
     dev = resolve_device(device)
     data = load_split(cfg.data, "test", seed=cfg.data_seed,
                       data_dir=data_dir if data_dir is not None else cfg.data_dir, limit=test_size)
     model = _create_model(cfg.model, input_size=data.image_size, num_classes=data.num_classes)
-    ckpt.load_weights_into(model, weights, model_name=cfg.model, path=str(run / ckpt.WEIGHTS))
+    ckpt.load_weights_into(model, weights, model_name=cfg.model, path=str(run / ckpt.WEIGHTS),
+                           fn="eval")
     model.to(dev).eval()
     k = data.num_classes
     confusion = torch.zeros(k, k, dtype=torch.int64)
@@ -75,6 +79,11 @@ def evaluate(run_dir: str | os.PathLike, *, data_dir: str | None = None, device:
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         pred = logits.argmax(1)
         confusion += torch.bincount((y * k + pred).cpu(), minlength=k * k).reshape(k, k)
+    if n and not math.isfinite(loss_sum):
+        # the weights are finite (read_weights checks), so the outputs overflow
+        fail_file("eval", run / ckpt.WEIGHTS, f"the model's test loss is {loss_sum} (its outputs "
+                  "overflow to Inf/NaN on the test data although every weight is finite): the "
+                  "checkpoint cannot be evaluated", error=ckpt.CheckpointError)
     counts = confusion.sum(1)
     errors = counts - confusion.diagonal()
     total_errors = int(errors.sum())

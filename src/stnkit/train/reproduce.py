@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from stnkit._checks import fail
+from stnkit._checks import fail, fail_file
 from stnkit.train import checkpoint as ckpt
 from stnkit.train.config import TrainConfig, check_config, from_dict, resolve_config
 from stnkit.train.distributed import setup as join_group
@@ -77,8 +77,8 @@ def _check_same(run: Path, want: TrainConfig) -> None:
     diff = sorted(k for k in a if k not in _IGNORED and not _same_setting(k, a[k], b[k]))
     if diff:
         k = diff[0]
-        raise ValueError(f"reproduce: {run} was trained with {k}={a[k]!r}, this run asks for "
-                         f"{k}={b[k]!r}; use another --out (or delete that cell)")
+        fail_file("reproduce", run, f"was trained with {k}={a[k]!r}, this run asks for "
+                  f"{k}={b[k]!r}; use another --out (or delete that cell)")
 
 
 def _fmt(x: float | None, digits: int = 2) -> str:
@@ -212,7 +212,7 @@ def reproduce(experiment: str, out: str | os.PathLike, *, variants: Sequence[str
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise OSError(f"reproduce: cannot write to {out}: {e.strerror or e}") from None
+        fail_file("reproduce", out, f"cannot write to it ({e.strerror or e})")
 
     errors: dict[tuple[str, str], list[float]] = {}
     cell_times: dict[str, float] = {}

@@ -328,25 +328,6 @@ def test_bad_input(args, kwargs, error, match):
         sample(*args, **kwargs)
 
 
-def test_double_backward_is_refused():
-    """Double backward is not supported (sample's docstring): the backward is
-    ``once_differentiable``. With a constant grad_output (a gradient penalty's usual form) the
-    gradient comes back without a graph; with a grad_output that requires grad, autograd
-    attaches an error node and differentiating through it raises -- never a silent zero."""
-    x, grid = _data(2, dtype=F64)
-    gr = grid.clone().requires_grad_()
-    xr = x.clone().requires_grad_()
-    (gg,) = torch.autograd.grad(sample(xr, gr).sum(), gr, create_graph=True)
-    assert not gg.requires_grad and gg.grad_fn is None, gg.grad_fn
-    out = sample(xr, gr)
-    v = torch.ones_like(out, requires_grad=True)
-    (gg,) = torch.autograd.grad(out, gr, v, create_graph=True)
-    assert gg.requires_grad, "expected the once_differentiable error node"
-    with pytest.raises(RuntimeError, match="differentiate twice .* @once_differentiable"):
-        gg.sum().backward()
-    assert xr.grad is None and gr.grad is None
-
-
 def test_deterministic_mode():
     """Nothing in the backward refuses torch.use_deterministic_algorithms(True)."""
     x, grid = _data(2)

@@ -40,6 +40,19 @@ Sub-gradients (where V is not differentiable in the coordinates), as PyTorch cho
 - ties in nearest (exact half-pixel coordinates) round half to even, like ``torch.round``
   and PyTorch's ``grid_sample`` (the paper's ``floor(x + 0.5)`` rounds them up).
 
+Second derivatives (double backward, e.g. a gradient penalty): the backward is itself an
+autograd.Function with an exact hand-derived VJP, so ``create_graph=True`` works and matches
+``grid_sample``'s double backward. grad_input is linear in grad_output with the weights W(grid);
+grad_grid is linear in grad_output and in the input. The second-order choices follow the
+first-order ones: the same taps (the interval [floor(x), floor(x) + 1] after the near-knot
+snapping) give the second derivatives, so at a knot they are the right-sided ones; bilinear
+d^2 V / dx^2 = 0 (piecewise linear) while d^2 V / dx dy is not; bicubic uses k'' on [0, 1)
+(k'' jumps at the knots); the clip / reflection multipliers are piecewise constant, so their
+derivative is 0 everywhere (also at clip and fold points, where the multiplier itself is 0, so
+every second-order term through that coordinate is 0); nearest: grad_grid is identically 0 and
+grad_input depends on the grid only through integer taps, so the grid gets 0 there too. A
+third derivative raises StnkitValueError (the double backward is not differentiable again).
+
 Non-finite coordinates: a grid point with any NaN or +-Inf coordinate is outside the image in
 every padding mode: it samples 0 and gets 0 gradient (grid and input). Finite coordinates,
 however large, follow the padding mode and never overflow an index (they are clamped first).
@@ -59,7 +72,6 @@ import math
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from stnkit._checks import (
     check_choice,
@@ -101,7 +113,8 @@ def sample(input: Tensor, grid: Tensor, *, mode: str = "bilinear", padding_mode:
             corner pixels.
     Returns:
         (B, C, H, W) or (B, C, D, H, W), dtype and device of ``input``. float16/bfloat16 are
-        computed in float32 and cast back. Double backward is not supported.
+        computed in float32 and cast back. Twice differentiable (``create_graph=True``); a
+        third derivative raises.
 
     >>> sample(torch.arange(4.0).view(1, 1, 2, 2), torch.zeros(1, 1, 1, 2)).item()
     1.5
@@ -162,14 +175,15 @@ class _Axis:
 
     Either consecutive taps ``idx0 + offsets[i]`` (``offsets`` Python ints) or arbitrary taps
     ``idx[i]``. ``w[i]``: weight (None: 1); ``dw[i]``: d w / d pixel (float or tensor);
+    ``ddw[i]``: d^2 w / d pixel^2 (float or tensor; only for the double backward);
     ``mult``: d pixel / d normalised coordinate, including clip / reflection multipliers.
     """
 
-    __slots__ = ("idx0", "offsets", "idx", "w", "dw", "mult")
+    __slots__ = ("idx0", "offsets", "idx", "w", "dw", "ddw", "mult")
 
-    def __init__(self, idx0, offsets, idx, w, dw, mult):
+    def __init__(self, idx0, offsets, idx, w, dw, mult, ddw=None):
         self.idx0, self.offsets, self.idx = idx0, offsets, idx
-        self.w, self.dw, self.mult = w, dw, mult
+        self.w, self.dw, self.ddw, self.mult = w, dw, ddw, mult
 
     def __len__(self) -> int:
         return len(self.w)
@@ -208,9 +222,10 @@ def _snap(pix: Tensor, size: int) -> Tensor:
     return torch.where((pix - r).abs_() <= tol, r, pix)
 
 
-def _cubic_weights(t: Tensor, grad: bool):
-    """Keys cubic weights of the taps floor(x) - 1 + i (i = 0..3) at t = x - floor(x), and
-    their derivatives in t. k(s) = (a+2)|s|^3 - (a+3)|s|^2 + 1 for |s| <= 1,
+def _cubic_weights(t: Tensor, grad: bool, hess: bool = False):
+    """Keys cubic weights of the taps floor(x) - 1 + i (i = 0..3) at t = x - floor(x), their
+    derivatives in t (``grad``) and second derivatives (``hess``; on [0, 1), so the right
+    ones at a knot, where k'' jumps). k(s) = (a+2)|s|^3 - (a+3)|s|^2 + 1 for |s| <= 1,
     a|s|^3 - 5a|s|^2 + 8a|s| - 4a for 1 < |s| < 2, 0 beyond; tap i sits at s = t + 1 - i."""
     a = _CUBIC_A
     u = 1 - t
@@ -221,14 +236,22 @@ def _cubic_weights(t: Tensor, grad: bool):
         ((a * (u + 1) - 5 * a) * (u + 1) + 8 * a) * (u + 1) - 4 * a,  # s = 2 - t
     ]
     if not grad:
-        return w, None
+        return w, None, None
     dw = [  # d/dt; the last two depend on 1 - t, hence the minus signs
         (3 * a * (t + 1) - 10 * a) * (t + 1) + 8 * a,
         (3 * (a + 2) * t - 2 * (a + 3)) * t,
         -(3 * (a + 2) * u - 2 * (a + 3)) * u,
         -((3 * a * (u + 1) - 10 * a) * (u + 1) + 8 * a),
     ]
-    return w, dw
+    if not hess:
+        return w, dw, None
+    ddw = [  # d^2/dt^2 (the two minus signs cancel)
+        6 * a * (t + 1) - 10 * a,
+        6 * (a + 2) * t - 2 * (a + 3),
+        6 * (a + 2) * u - 2 * (a + 3),
+        6 * a * (u + 1) - 10 * a,
+    ]
+    return w, dw, ddw
 
 
 def _index(x: Tensor, stride: int, dtype: torch.dtype) -> Tensor:
@@ -238,9 +261,11 @@ def _index(x: Tensor, stride: int, dtype: torch.dtype) -> Tensor:
 
 
 def _axis_taps(coord: Tensor, size: int, stride: int, mode: str, padding_mode: str,
-               align_corners: bool, grad: bool, itype: torch.dtype) -> _Axis:
+               align_corners: bool, grad: bool, itype: torch.dtype,
+               hess: bool = False) -> _Axis:
     """Taps of one axis for normalised coordinates ``coord`` (B, P); ``grad``: also the
-    derivatives needed by the backward; ``itype``: the index dtype."""
+    derivatives needed by the backward; ``hess`` (with ``grad``): also the second derivatives
+    of the weights (double backward); ``itype``: the index dtype."""
     # x_pix = (x + 1) / 2 * (size - 1)   or   ((x + 1) * size - 1) / 2
     if align_corners:
         scale = (size - 1) / 2
@@ -268,10 +293,10 @@ def _axis_taps(coord: Tensor, size: int, stride: int, mode: str, padding_mode: s
         t = pix - x0
         if padding_mode != "zeros":
             t = t.nan_to_num_(0.0)  # non-finite points: finite weights; their taps hit the margin
-        w, dw = _cubic_weights(t, grad)
+        w, dw, ddw = _cubic_weights(t, grad, hess)
         if padding_mode == "zeros":
             i0 = _index(x0 - 1, stride, itype)
-            return _Axis(i0, [0, stride, 2 * stride, 3 * stride], None, w, dw, scale)
+            return _Axis(i0, [0, stride, 2 * stride, 3 * stride], None, w, dw, scale, ddw)
         idx = []
         for i in range(4):
             tap = x0 + (i - 1)
@@ -279,7 +304,7 @@ def _axis_taps(coord: Tensor, size: int, stride: int, mode: str, padding_mode: s
                 tap = _reflect(tap, size, align_corners, False)[0]
             tap = tap.clamp_(0, size - 1).nan_to_num_(-1.0)  # NaN -> the margin
             idx.append(_index(tap, stride, itype))
-        return _Axis(None, None, idx, w, dw, scale)
+        return _Axis(None, None, idx, w, dw, scale, ddw)
 
     # bilinear / nearest: pad the coordinate, then interpolate with zeros outside.
     mult: Tensor | float = scale
@@ -298,14 +323,14 @@ def _axis_taps(coord: Tensor, size: int, stride: int, mode: str, padding_mode: s
     if mode == "nearest":
         # k(d) = delta(round(d)): one tap of weight 1; no gradient reaches the coordinate.
         i0 = _index(torch.round(pix), stride, itype)  # round half to even, like PyTorch
-        return _Axis(i0, [0], None, [None], [None], 0.0)
+        return _Axis(i0, [0], None, [None], [None], 0.0, [None])
     # bilinear, k(d) = max(0, 1 - |d|): taps floor(x) and floor(x) + 1 with t = x - floor(x),
     # weights (1 - t, t) and d w / dx = (-1, +1) on this interval, so at an integer knot dV/dx
-    # is the right derivative (our stated sub-gradient, PyTorch's too).
+    # is the right derivative (our stated sub-gradient, PyTorch's too); d^2 w / dx^2 = 0.
     x0 = torch.floor(pix)
     t = pix - x0
     i0 = _index(x0, stride, itype)
-    return _Axis(i0, [0, stride], None, [1 - t, t], [-1.0, 1.0], mult)
+    return _Axis(i0, [0, stride], None, [1 - t, t], [-1.0, 1.0], mult, [0.0, 0.0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,7 +339,7 @@ def _axis_taps(coord: Tensor, size: int, stride: int, mode: str, padding_mode: s
 
 
 def _setup(input: Tensor, grid: Tensor, mode: str, padding_mode: str, align_corners: bool,
-           grad: bool):
+           grad: bool, hess: bool = False):
     """Per-axis taps and the (B, 1) row offset of each image in the padded buffer."""
     B = input.shape[0]
     in_size = tuple(input.shape[2:])  # (H_in, W_in) or (D_in, H_in, W_in)
@@ -332,7 +357,7 @@ def _setup(input: Tensor, grid: Tensor, mode: str, padding_mode: str, align_corn
         k = nd - 1 - d
         stride = math.prod(padded[k + 1:])
         axes.append(_axis_taps(g[..., d], in_size[k], stride, mode, padding_mode, align_corners,
-                               grad, itype))
+                               grad, itype, hess))
         offset += pad * stride
     base = torch.arange(B, dtype=itype, device=input.device).mul_(math.prod(padded)).add_(offset)
     return axes, base.unsqueeze(1), pad  # base: (B, 1)
@@ -405,11 +430,30 @@ class _Sample(torch.autograd.Function):
         return out.view(B, *out_size, C).movedim(-1, 1).contiguous()  # (B, C, *out_size)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_output):
+        # The backward is itself an autograd.Function, so that create_graph=True gives a
+        # backward that can be differentiated again (double backward, e.g. gradient penalties).
         input, grid = ctx.saved_tensors
-        mode, padding_mode, align_corners = ctx.options
         need_input, need_grid = ctx.needs_input_grad[:2]
+        grad_input, grad_grid = _SampleBackward.apply(grad_output, input, grid, *ctx.options,
+                                                      need_input, need_grid)
+        return grad_input, grad_grid, None, None, None
+
+
+class _SampleBackward(torch.autograd.Function):
+    """(grad_input, grad_grid) = J^T grad_output of ``_Sample``, and its own VJP.
+
+    grad_input_q = sum_i g_i W_q(x_i) is linear in g = grad_output with weights depending on
+    the grid; grad_grid_i,d = m_d sum_q sum_c U_q g_i D_d W_q(x_i) is linear in g and in U
+    (W_q = prod_d k(x_d - q_d), D_d = d / d pixel_d, m_d = d pixel_d / d x_d).
+    """
+
+    @staticmethod
+    def forward(ctx, grad_output, input, grid, mode, padding_mode, align_corners, need_input,
+                need_grid):
+        ctx.save_for_backward(grad_output, input, grid)
+        ctx.options = (mode, padding_mode, align_corners)
+        ctx.set_materialize_grads(False)
         need_dgrid = need_grid and mode != "nearest"  # nearest: zero gradient to the grid
         B, C = input.shape[:2]
         in_size = tuple(input.shape[2:])
@@ -460,4 +504,154 @@ class _Sample(torch.autograd.Function):
             grad_grid = torch.stack(cols, dim=1).view(grid.shape)
         elif need_grid:
             grad_grid = torch.zeros_like(grid)  # nearest: piecewise constant in the grid
-        return grad_input, grad_grid, None, None, None
+        return grad_input, grad_grid
+
+    @staticmethod
+    def backward(ctx, gg_input, gg_grid):
+        grad_output, input, grid = ctx.saved_tensors
+        needs = ctx.needs_input_grad[:3]
+        with torch.no_grad():
+            grads = _double_backward(grad_output, input, grid, gg_input, gg_grid, *ctx.options,
+                                     needs)
+        if torch.is_grad_enabled():  # create_graph=True: a third derivative may be asked for
+            grads = _ThirdOrder.apply(len(grads), *grads, grad_output, input, grid, gg_input,
+                                      gg_grid)
+        return (*grads, None, None, None, None, None)
+
+
+def _mul(*factors):
+    """Product of tensors / floats / None (= 1): a tensor, or a float when no tensor is given."""
+    out, scalar = None, 1.0
+    for f in factors:
+        if f is None:
+            continue
+        if isinstance(f, Tensor):
+            out = f if out is None else out * f
+        else:
+            scalar *= f
+    if out is None or scalar == 0.0:
+        return scalar
+    return out if scalar == 1.0 else out * scalar
+
+
+def _flat(x):
+    return x.reshape(-1) if isinstance(x, Tensor) else x
+
+
+def _double_backward(grad_output, input, grid, gg_input, gg_grid, mode, padding_mode,
+                     align_corners, needs):
+    """The VJP of (grad_input, grad_grid) = _SampleBackward(g, U, x) with (A, Z) = (gg_input,
+    gg_grid) (either may be None = 0): (d g, d U, d x), None where not needed.
+
+    With S^A_q = sum_c A_q g, S^U_q = sum_c U_q g and z_d = Z_d m_d (per grid point i):
+
+        d g_i   = sum_q A_q W_q  +  sum_q U_q sum_d z_d D_d W_q      (sample(A) + a derivative)
+        d U_q   = sum_i g_i sum_d z_d D_d W_q
+        d x_i,e = m_e sum_q (S^A_q D_e W_q  +  S^U_q sum_d z_d D_e D_d W_q)
+
+    D_e D_d W is dw_e dw_d prod_{others} w for e != d and ddw_d prod_{others} w for e == d
+    (0 for bilinear); m is piecewise constant, so its derivative is taken as 0.
+    """
+    need_go, need_in, need_grid = needs
+    A = gg_input
+    Z = gg_grid if mode != "nearest" else None  # nearest: grad_grid is 0 whatever the inputs
+    B, C = input.shape[:2]
+    in_size = tuple(input.shape[2:])
+    nd = len(in_size)
+    P = math.prod(grid.shape[1:-1])
+    out_size = tuple(grid.shape[1:-1])
+    use_go = need_go and (A is not None or Z is not None)
+    use_in = need_in and Z is not None  # grad_input does not depend on the input
+    use_grid = need_grid and mode != "nearest" and (A is not None or Z is not None)
+    grad = Z is not None or use_grid  # the weights' first derivatives are needed
+    hess = Z is not None and use_grid and mode == "bicubic"  # bilinear: d^2 w / dx^2 = 0
+    axes, base, pad = _setup(input, grid, mode, padding_mode, align_corners, grad=grad,
+                             hess=hess)
+    g_rows = grad_output.movedim(1, -1).reshape(B * P, C)  # (B*P, C)
+    mults = [_flat(a.mult) for a in axes]
+    if Z is not None:
+        zm = [Z[..., d].reshape(-1) * mults[d] for d in range(nd)]  # z_d = Z_d m_d, (B*P,)
+    if A is not None:
+        a_rows = _rows(A, pad)
+    if Z is not None and (use_go or use_grid):
+        u_rows = _rows(input, pad)
+    if use_go:
+        d_go = input.new_zeros(B * P, C)
+    if use_in:
+        d_in = input.new_zeros(B * math.prod(s + 2 * pad for s in in_size) * C)
+        channels = torch.arange(C, dtype=base.dtype, device=base.device)
+    if use_grid:
+        acc = [input.new_zeros(B * P) for _ in range(nd)]
+    for combo, lin in _combinations(axes, base):
+        ws = [_flat(a.w[i]) for a, i in zip(axes, combo)]
+        if grad:
+            dws = [_flat(a.dw[i]) for a, i in zip(axes, combo)]
+            dW = [_mul(dws[d], *(ws[e] for e in range(nd) if e != d)) for d in range(nd)]
+        if Z is not None:
+            wz = _mul(zm[0], dW[0])  # sum_d z_d D_d W_q, (B*P,)
+            for d in range(1, nd):
+                wz = wz + _mul(zm[d], dW[d])
+        if A is not None:
+            av = _gather(a_rows, lin)  # (B*P, C)
+            if use_go:
+                w = _mul(*ws)  # W_q; 1.0 for nearest
+                if isinstance(w, float):
+                    d_go += av
+                else:
+                    d_go.addcmul_(av, w.reshape(-1, 1))
+            if use_grid:
+                s = (av * g_rows).sum(dim=1)  # S^A_q, (B*P,)
+                for d in range(nd):
+                    acc[d] += _mul(s, dW[d])
+        if Z is not None:
+            if use_go or use_grid:
+                uv = _gather(u_rows, lin)  # (B*P, C)
+            if use_go:
+                d_go.addcmul_(uv, wz.reshape(-1, 1))
+            if use_in:
+                src = g_rows * wz.reshape(-1, 1)
+                flat = lin if C == 1 else (lin.unsqueeze(1) * C + channels).reshape(-1)
+                d_in.index_add_(0, flat, src.reshape(-1))
+            if use_grid:
+                s = (uv * g_rows).sum(dim=1)  # S^U_q, (B*P,)
+                for e in range(nd):
+                    for d in range(nd):
+                        if d == e:
+                            dd = _mul(_flat(axes[e].ddw[combo[e]]),
+                                      *(ws[f] for f in range(nd) if f != e))
+                        else:
+                            dd = _mul(dws[e], dws[d],
+                                      *(ws[f] for f in range(nd) if f not in (d, e)))
+                        if not (isinstance(dd, float) and dd == 0.0):
+                            acc[e] += _mul(s, zm[d], dd)
+    d_go_out = d_in_out = d_grid_out = None
+    if use_go:
+        d_go_out = d_go.view(B, *out_size, C).movedim(-1, 1)
+    elif need_go:
+        d_go_out = torch.zeros_like(grad_output)
+    if use_in:
+        crop = (slice(None),) + tuple(slice(pad, pad + s) for s in in_size)
+        d_in_out = d_in.view(B, *(s + 2 * pad for s in in_size), C)[crop].movedim(-1, 1)
+    elif need_in:
+        d_in_out = torch.zeros_like(input)
+    if use_grid:
+        cols = [_mul(acc[d], mults[d]) for d in range(nd)]
+        d_grid_out = torch.stack(cols, dim=1).view(grid.shape)
+    elif need_grid:
+        d_grid_out = torch.zeros_like(grid)
+    return d_go_out, d_in_out, d_grid_out
+
+
+class _ThirdOrder(torch.autograd.Function):
+    """Passes the double backward's first ``n`` arguments (its results) through, attached to
+    the graph of the others (what they were computed from); differentiating them again (a third
+    derivative of ``sample``) raises instead of returning a silent None or a wrong value."""
+
+    @staticmethod
+    def forward(ctx, n, *tensors):
+        return tuple(None if g is None else g.view_as(g) for g in tensors[:n])
+
+    @staticmethod
+    def backward(ctx, *grads):
+        fail("sample", "derivatives", "of order at most 2 (the double backward is not "
+             "differentiable)", "a request for a third derivative")

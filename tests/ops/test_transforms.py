@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from stnkit._checks import StnkitValueError
 from stnkit.ops import affine_grid, projective_grid, warp
 from stnkit.ops import transforms as T
 
@@ -330,3 +331,86 @@ H = torch.eye(3)[None]
 def test_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# ---------------------------------------------------------------------------------------------
+# Pixel-space builders (what `stnkit warp` uses) and the one invertibility check
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("center,deg,scale", [((5.5, 4.5), 30.0, 1.0), ((0.0, 17.25), -75.0, 1.3),
+                                              ((100.0, -3.0), 190.0, 0.25)])
+def test_pixel_rotation_is_get_rotation_matrix_2d(center, deg, scale):
+    ours = T.pixel_rotation(center, _t(deg), scale)[0].numpy()
+    ref = cv2.getRotationMatrix2D(center, deg, scale)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [(37, 53), (48, 31), (1, 9)])
+def test_pixel_affine_without_shear_is_rotation_about_the_centre(size):
+    h, w = size
+    ours = T.pixel_affine(size, degrees=-40.0, scale=1.3, dtype=F64)
+    assert ours.shape == (1, 2, 3) and ours.dtype == F64
+    ref = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), -40.0, 1.3)
+    np.testing.assert_allclose(ours[0].numpy(), ref, rtol=0, atol=1e-12)
+
+
+def test_pixel_affine_order_shear_scale_rotate_translate():
+    """Built independently in NumPy: T(c_out + t) R S Sh T(-c_in)."""
+    (h, w), (ho, wo) = (40, 56), (50, 45)
+    deg, s, (tx, ty), (sx, sy) = 25.0, 0.8, (3.0, -2.5), (0.2, -0.1)
+    c_in = np.array([(w - 1) / 2, (h - 1) / 2])
+    c_out = np.array([(wo - 1) / 2, (ho - 1) / 2])
+    a = math.radians(deg)
+    lin = s * np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]]) \
+        @ np.array([[1, sx], [sy, 1]])
+    ref = np.hstack([lin, (c_out + [tx, ty] - lin @ c_in)[:, None]])
+    ours = T.pixel_affine((h, w), (ho, wo), degrees=deg, scale=s, translate=(tx, ty),
+                          shear=(sx, sy), dtype=F64)[0].numpy()
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)
+    # the input centre lands on the output centre plus the translation
+    np.testing.assert_allclose(ours[:, :2] @ c_in + ours[:, 2], c_out + [tx, ty], atol=1e-12)
+
+
+def test_pixel_affine_batches_and_differentiates():
+    deg = torch.tensor([10.0, -20.0, 33.0], dtype=F64, requires_grad=True)
+    m = T.pixel_affine((12, 20), degrees=deg, scale=0.9, translate=(1.0, 2.0))
+    assert m.shape == (3, 2, 3) and m.dtype == F64
+    for i in range(3):
+        one = T.pixel_affine((12, 20), degrees=deg[i].item(), scale=0.9, translate=(1.0, 2.0),
+                             dtype=F64)
+        torch.testing.assert_close(m[i:i + 1], one, rtol=0, atol=1e-12)
+    m.sum().backward()
+    assert deg.grad is not None and torch.isfinite(deg.grad).all()
+
+
+def test_compose_pixels_applies_first_then_second():
+    first = T.pixel_affine((30, 40), degrees=30.0, scale=1.2, shear=(0.1, 0.0), dtype=F64)
+    second = torch.tensor([[[1.0, 0.2, 3.0], [0.1, 0.9, -4.0], [1e-3, 2e-3, 1.0]]], dtype=F64)
+    pts = torch.tensor([[[0.0, 0.0], [39.0, 29.0], [12.5, 7.0]]], dtype=F64)
+    expected = _apply(second, _apply(first, pts))
+    got = T.compose_pixels(first, second)
+    assert got.shape == (1, 3, 3)
+    torch.testing.assert_close(_apply(got, pts), expected, rtol=0, atol=1e-9)
+    affine = T.compose_pixels(first, first)
+    assert affine.shape == (1, 2, 3)
+    torch.testing.assert_close(_apply(affine, pts), _apply(first, _apply(first, pts)),
+                               rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match=r"compose_pixels: expected first a 2-D matrix like "
+                                         r"second \(1, 2, 3\), got \(1, 3, 4\)"):
+        T.compose_pixels(torch.zeros(1, 3, 4, dtype=F64), first)
+
+
+def test_check_invertible_names_the_argument_and_ignores_translation():
+    T.check_invertible(torch.tensor([[[2.0, 0.0, 1e9], [0.0, 3.0, -1e9]]], dtype=F64))
+    T.check_invertible(torch.eye(3, dtype=F64)[None])
+    with pytest.raises(StnkitValueError,
+                       match=r"^warp cli: expected --matrix to be invertible, got a singular "
+                             r"matrix at batch index 1"):
+        T.check_invertible(torch.stack([torch.eye(2, 3, dtype=F64),
+                                        torch.tensor([[1.0, 2.0, 0.0], [2.0, 4.0, 0.0]],
+                                                     dtype=F64)]), name="--matrix", fn="warp cli")
+    with pytest.raises(ValueError, match=r"expected matrix to be finite"):
+        T.check_invertible(torch.full((1, 3, 3), float("nan")))
+    with pytest.raises(ValueError, match=r"expected matrix of shape"):
+        T.check_invertible(torch.eye(2)[None])

@@ -19,6 +19,12 @@ warp is the left factor, because theta maps output to input). ``to_pixel`` / ``f
 convert to and from OpenCV's forward pixel matrices (input pixel -> output pixel, pixel
 centres at integers, as ``cv2.warpAffine`` / ``cv2.warpPerspective`` take them).
 
+Pixel matrices (OpenCV's convention, input -> output) are built by ``pixel_rotation`` (exactly
+``cv2.getRotationMatrix2D``) and ``pixel_affine`` (shear, scale, rotation and translation
+about the image centres: non-square images rotate truly), composed by ``compose_pixels``
+(first, then second: ``second @ first``), and converted to theta by ``from_pixel``.
+``check_invertible`` is the one invertibility test every function here uses.
+
 Parameters are python numbers (batch of 1) or tensors of shape (B,) (0-d counts as (1,)); a
 batch of 1 broadcasts against B. The result takes dtype and device from the tensor
 arguments (the default dtype on the CPU when there are none) and is differentiable w.r.t.
@@ -34,10 +40,14 @@ from stnkit._checks import check_floating, check_size, check_tensor, fail, forma
 
 __all__ = [
     "attention",
+    "check_invertible",
     "compose",
+    "compose_pixels",
     "from_pixel",
     "identity",
     "invert",
+    "pixel_affine",
+    "pixel_rotation",
     "rotation",
     "scaling",
     "shear",
@@ -265,19 +275,47 @@ def compose(a: Tensor, b: Tensor) -> Tensor:
     Returns:
         (B, 2, 3) if both are affine 2-D, (B, 3, 4) for 3-D, (B, 3, 3) if either is projective.
     """
-    fn = "compose"
-    na, pa = _kind(a, fn, "a")
-    nb, pb = _kind(b, fn, "b")
+    return _product(a, b, fn="compose", names=("a", "b"), what="theta")
+
+
+def _product(a: Tensor, b: Tensor, *, fn: str, names: tuple[str, str], what: str) -> Tensor:
+    """``a @ b`` in homogeneous coordinates, for (B, 2, 3) / (B, 3, 3) / (B, 3, 4) matrices."""
+    na, pa = _kind(a, fn, names[0])
+    nb, pb = _kind(b, fn, names[1])
     if na != nb:
-        fail(fn, "b", f"a {na}-D theta like a {format_shape(a.shape)}", format_shape(b.shape))
+        fail(fn, names[1], f"a {na}-D {what} like {names[0]} {format_shape(a.shape)}",
+             format_shape(b.shape))
     if a.dtype != b.dtype:
-        fail(fn, "b", f"to have the same dtype as a ({a.dtype})", b.dtype, error=TypeError)
+        fail(fn, names[1], f"to have the same dtype as {names[0]} ({a.dtype})", b.dtype,
+             error=TypeError)
     if a.device != b.device:
-        fail(fn, "b", f"to be on the same device as a ({a.device})", b.device)
+        fail(fn, names[1], f"to be on the same device as {names[0]} ({a.device})", b.device)
     if a.shape[0] != b.shape[0] and 1 not in (a.shape[0], b.shape[0]):
-        fail(fn, "b", f"to have batch size {a.shape[0]} (or 1) like a", b.shape[0])
+        fail(fn, names[1], f"to have batch size {a.shape[0]} (or 1) like {names[0]}",
+             b.shape[0])
     out = torch.matmul(_homogeneous(a), _homogeneous(b))  # (B, n + 1, n + 1)
     return out if (pa or pb) else out[:, :na]
+
+
+def check_invertible(matrix: Tensor, *, name: str = "matrix", fn: str = "check_invertible"
+                     ) -> None:
+    """Raise :class:`~stnkit.StnkitValueError` unless every matrix of the batch is invertible.
+
+    The test every function of this module uses: finite, and condition number at most
+    1 / eps of the dtype (float32 for float16/bfloat16). For an affine (B, 2, 3) or (B, 3, 4)
+    matrix the linear part is tested (the translation never makes it singular).
+
+    Args:
+        matrix: (B, 2, 3) or (B, 3, 4) affine, or (B, 3, 3) projective; theta or pixels.
+        name, fn: how the error names the argument and the caller.
+
+    Example: ``check_invertible(torch.tensor([[[1.0, 2.0, 0.0], [2.0, 4.0, 0.0]]]))`` raises
+    "check_invertible: expected matrix to be invertible, got a singular matrix at batch
+    index 0 (condition number 2.52e+16)".
+    """
+    n, projective = _kind(matrix, fn, name)
+    work, _ = _in_work_dtype(matrix)
+    _check_invertible(work if projective else work[..., :n], fn, name)
 
 
 def invert(theta: Tensor) -> Tensor:
@@ -381,3 +419,92 @@ def from_pixel(matrix: Tensor, in_size, out_size, *, align_corners: bool = False
     # output normalised -> output pixel -> input pixel -> input normalised
     theta = q_in @ _homogeneous(_inverse(work, projective)) @ p_out  # (B, n + 1, n + 1)
     return (theta if projective else theta[:, :n]).to(dtype)
+
+
+def pixel_rotation(center, degrees, scale=1.0) -> Tensor:
+    """``cv2.getRotationMatrix2D(center, degrees, scale)`` as a (B, 2, 3) pixel matrix.
+
+    Rotation by ``degrees`` counter-clockwise as displayed (y down) and isotropic ``scale``
+    about the pixel ``center = (cx, cy)``, input pixel -> output pixel (pixel centres at
+    integers):
+
+        [[a, b, (1 - a) cx - b cy], [-b, a, b cx + (1 - a) cy]],  a = s cos, b = s sin.
+
+    Args:
+        center: (cx, cy), two numbers or (B,) tensors.
+        degrees, scale: numbers or (B,).
+    Returns:
+        (B, 2, 3); turn it into theta with :func:`from_pixel`.
+    """
+    if not isinstance(center, (tuple, list)) or len(center) != 2:
+        fail("pixel_rotation", "center", "a pair (cx, cy)", repr(center), error=TypeError)
+    deg, s, cx, cy = _params("pixel_rotation", degrees=degrees, scale=scale, cx=center[0],
+                             cy=center[1])
+    rad = deg * (torch.pi / 180)
+    a, b = s * torch.cos(rad), s * torch.sin(rad)
+    return _affine(a, b, (1 - a) * cx - b * cy, -b, a, b * cx + (1 - a) * cy)
+
+
+def pixel_affine(in_size, out_size=None, *, degrees=0.0, scale=1.0, translate=(0.0, 0.0),
+                 shear=(0.0, 0.0), dtype: torch.dtype | None = None) -> Tensor:
+    """Shear, scale, rotate and translate about the image centres, as a (B, 2, 3) pixel matrix.
+
+    Input pixel -> output pixel (OpenCV's convention, pixel centres at integers), in this
+    order: first shear, then scale, then rotate, then translate; the input centre
+    ``c_in = ((W_in - 1) / 2, (H_in - 1) / 2)`` lands on the output centre (plus translate):
+
+        M = T(c_out + translate) . R(degrees) . S(scale) . Sh(shear) . T(-c_in)
+
+    with R = [[cos, sin], [-sin, cos]] (counter-clockwise as displayed; with equal sizes and
+    no shear this is exactly ``cv2.getRotationMatrix2D(c, degrees, scale)``), S = scale * I and
+    Sh = [[1, sx], [sy, 1]] (x' = x + sx y, y' = y + sy x). It is a true rotation for any
+    aspect ratio (unlike :func:`rotation`, which works in normalised coordinates).
+
+    Args:
+        in_size: (H_in, W_in); out_size: (H_out, W_out), default ``in_size``.
+        degrees, scale: numbers or (B,); translate = (tx, ty) (pixels, right and down) and
+            shear = (sx, sy): pairs of numbers or (B,) tensors.
+        dtype: of the result when no argument is a tensor (default: the default dtype).
+    Returns:
+        (B, 2, 3); may be singular (sx * sy = 1): see :func:`check_invertible`.
+    """
+    fn = "pixel_affine"
+    h_in, w_in = check_size(in_size, 2, name="in_size", fn=fn)
+    h_out, w_out = check_size(in_size if out_size is None else out_size, 2, name="out_size",
+                              fn=fn)
+    for name, pair in (("translate", translate), ("shear", shear)):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            fail(fn, name, "a pair of numbers or (B,) tensors", repr(pair), error=TypeError)
+    named = dict(degrees=degrees, scale=scale, tx=translate[0], ty=translate[1],
+                 sx=shear[0], sy=shear[1])
+    if dtype is not None and not any(isinstance(v, Tensor) for v in named.values()):
+        named = {k: torch.tensor(float(v), dtype=dtype) if isinstance(v, (int, float))
+                 and not isinstance(v, bool) else v for k, v in named.items()}
+    deg, s, tx, ty, sx, sy = _params(fn, **named)
+    rad = deg * (torch.pi / 180)
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    # A = s R Sh, R = [[cos, sin], [-sin, cos]], Sh = [[1, sx], [sy, 1]]
+    a00, a01 = s * (cos + sin * sy), s * (cos * sx + sin)
+    a10, a11 = s * (-sin + cos * sy), s * (-sin * sx + cos)
+    cx_in, cy_in = (w_in - 1) / 2, (h_in - 1) / 2
+    b0 = (w_out - 1) / 2 + tx - (a00 * cx_in + a01 * cy_in)
+    b1 = (h_out - 1) / 2 + ty - (a10 * cx_in + a11 * cy_in)
+    return _affine(a00, a01, b0, a10, a11, b1)
+
+
+def compose_pixels(first: Tensor, second: Tensor) -> Tensor:
+    """The single pixel matrix of applying ``first``, then ``second`` (OpenCV convention,
+    input pixel -> output pixel): ``second @ first`` in homogeneous coordinates.
+
+    ``cv2.warpAffine(cv2.warpAffine(img, first, ...), second, ...)`` equals (up to
+    resampling) ``cv2.warpAffine(img, compose_pixels(first, second)[0], ...)``. Note the order
+    is the reverse of :func:`compose`, whose thetas map output to input.
+
+    Args:
+        first, second: (B, 2, 3) or (B, 3, 3) (mixed allowed), or both (B, 3, 4). A batch of 1
+            broadcasts.
+    Returns:
+        (B, 2, 3) if both are affine 2-D, (B, 3, 4) for 3-D, (B, 3, 3) if either is projective.
+    """
+    return _product(second, first, fn="compose_pixels", names=("second", "first"),
+                    what="matrix")

@@ -40,13 +40,27 @@ def test_palette_bilevel_and_sixteen_bit_inputs(tmp_path):
     assert torch.equal(read_image(tmp_path / "i16.png"), torch.ones(1, 3, 3))
 
 
-def test_exif_orientation_is_applied(tmp_path):
-    array = np.zeros((4, 6, 3), np.uint8)  # wide
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_exif_orientation_is_applied(tmp_path, suffix):
+    """EXIF orientation 6 means "rotate 90 degrees clockwise to display": the pixels come out
+    rotated so, not merely with swapped dimensions (PNG exactly; JPEG within its loss)."""
+    array = np.zeros((4, 6, 3), np.uint8)  # wide, every pixel different, smooth for JPEG
+    array[..., 0] = np.arange(6) * 40
+    array[..., 1] = np.arange(4)[:, None] * 60
+    array[..., 2] = 128
     img = Image.fromarray(array)
     exif = img.getexif()
-    exif[0x0112] = 6  # rotate 90 degrees on display
-    img.save(tmp_path / "o.jpg", exif=exif)
-    assert read_image(tmp_path / "o.jpg").shape == (3, 6, 4)  # tall, as viewers show it
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    jpeg = {"quality": 100, "subsampling": 0} if suffix == ".jpg" else {}  # 4:4:4
+    img.save(tmp_path / f"o{suffix}", exif=exif, **jpeg)
+    got = (read_image(tmp_path / f"o{suffix}") * 255).round().to(torch.int32).permute(1, 2, 0)
+    expected = np.rot90(array, k=-1).astype(np.int32)  # tall, as viewers show it
+    assert tuple(got.shape) == expected.shape == (6, 4, 3)
+    err = int(np.abs(got.numpy() - expected).max())
+    tol = 0 if suffix == ".png" else 8  # JPEG at quality 100, no chroma subsampling
+    assert err <= tol, f"{err=} {tol=}"
+    # the same pixels without the rotation are far off: the test sees the orientation
+    assert int(np.abs(got.numpy() - np.rot90(array, k=1)).max()) > 3 * tol + 20
 
 
 def test_write_uint8_and_formats(tmp_path):
@@ -103,6 +117,22 @@ def test_read_errors(tmp_path):
     (tmp_path / "t.png").write_text("text")
     with pytest.raises(ValueError, match=r"\(not an image format Pillow reads\)"):
         read_image(tmp_path / "t.png")
+
+
+def test_errors_raised_on_purpose_are_stnkit_errors(tmp_path, monkeypatch):
+    """The CLI shortens exactly the StnkitErrors: a bad image file is one (a file error, and
+    a ValueError as before), so is a missing optional package (and an ImportError)."""
+    import sys
+
+    from stnkit._checks import StnkitError, StnkitFileError
+
+    with pytest.raises(StnkitFileError) as e:
+        read_image(tmp_path / "none.png")
+    assert isinstance(e.value, ValueError) and isinstance(e.value, ImageReadError)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(StnkitError) as e:
+        require("matplotlib")
+    assert isinstance(e.value, ImportError)
 
 
 def test_gif_frames_and_palette(tmp_path):

@@ -6,12 +6,15 @@ on their own Agg canvas (no pyplot; the user's backend is left alone) and every 
 written atomically.
 
 - Image files: :func:`read_image`, :func:`write_image` ((C, H, W) float tensors in [0, 1]).
+- Datasets: :func:`label_grid` (samples with their labels and boxes, as ``stnkit data show``
+  saves them).
 - Geometry: :func:`grid_outline` (the region a sampling grid reads, in input pixels).
 - Plots: :func:`plot_samples`, :func:`plot_curves`, :func:`save_evolution`,
   :func:`plot_results`.
 - Directories: :func:`render_run` (a training run), :func:`render_reproduction` (a table).
 """
 
+from stnkit.viz.datasets import label_grid
 from stnkit.viz.grids import display_images, grid_outline, normalised_to_pixel
 from stnkit.viz.images import read_image, write_image
 from stnkit.viz.plots import (
@@ -35,6 +38,7 @@ __all__ = [
     "TransformerView",
     "display_images",
     "grid_outline",
+    "label_grid",
     "normalised_to_pixel",
     "plot_curves",
     "plot_results",

@@ -9,20 +9,28 @@ from types import ModuleType
 
 import numpy as np
 
+from stnkit._errors import StnkitError
+
 INSTALL_HINT = "pip install 'stnkit[viz]'"
+
+
+class MissingDependencyError(StnkitError, ImportError):
+    """An optional package (of the ``viz`` extra) is not installed; the message says how to
+    install it. An ImportError, so ``except ImportError`` still catches it."""
 
 
 def require(module: str) -> ModuleType:
     """Import ``module`` (``"PIL.Image"``, ``"matplotlib"``, ...) or say how to install it.
 
-    Raises ImportError whose message names the missing package and the ``viz`` extra.
+    Raises :class:`MissingDependencyError` (an ImportError) whose message names the missing
+    package and the ``viz`` extra.
     """
     try:
         return importlib.import_module(module)
     except ImportError as e:
         top = module.split(".")[0]
         package = {"PIL": "pillow"}.get(top, top)
-        raise ImportError(
+        raise MissingDependencyError(
             f"stnkit.viz needs {package}, which is not installed ({e}); "
             f"install it with: {INSTALL_HINT}"
         ) from e

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stnkit._checks import check_shape, fail
+from stnkit._checks import StnkitFileError, check_shape, fail
 from stnkit._io import atomic_path
 from stnkit.viz._deps import require
 
@@ -60,8 +60,11 @@ def image_format(path: str | os.PathLike, *, fn: str = "image_format") -> str:
     return FORMATS[suffix]
 
 
-class ImageReadError(ValueError):
-    """An image file that cannot be read; ``reason`` says why in a few words."""
+class ImageReadError(StnkitFileError, ValueError):
+    """An image file that cannot be read; ``reason`` says why in a few words.
+
+    A :class:`stnkit.StnkitError` (file problem, an OSError); also a ValueError, as it was.
+    """
 
     def __init__(self, fn: str, what: str, path, reason: str):
         self.path, self.reason = str(path), reason

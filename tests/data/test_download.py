@@ -115,7 +115,7 @@ def test_offline_never_touches_the_network(mnist_dir, tmp_path, monkeypatch):
 def test_existing_invalid_file_that_would_shadow_the_download(mnist_dir, tmp_path):
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x00")
     with http_server(mnist_dir) as (url, requests):
-        with pytest.raises(MNISTFileError, match=r"t10k-labels-idx1-ubyte is not a valid copy.*"
+        with pytest.raises(MNISTFileError, match=r"t10k-labels-idx1-ubyte: is not a valid copy.*"
                                                  r"delete it"):
             download_mnist(tmp_path, splits=["test"], mirrors=[url], progress=False)
     assert requests == []

@@ -8,6 +8,11 @@ unless offline mode is on (``offline=True`` or ``STNKIT_OFFLINE=1``), in which c
 network is never touched. A download goes to a temporary file in the target directory, is
 verified, and only then renamed into place: a corrupt or partial download never stays.
 
+Sizes are capped at the known MNIST sizes (:data:`SIZES`, the decompressed IDX files): a
+download may not exceed its file's size plus gzip's overhead, a raw file on disk may not
+exceed it, and a gzip stream is inflated in bounded steps and refused as soon as it would
+produce more, so a decompression bomb is never inflated in memory.
+
 IDX format: a big-endian header ``0x00 0x00 <type> <ndim>`` then ``ndim`` uint32 sizes, then
 the data in C order. MNIST images are ``0x00000803`` (uint8, 3 dims: N, 28, 28), labels
 ``0x00000801`` (uint8, 1 dim: N).
@@ -33,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stnkit._checks import check_choice, fail
+from stnkit._checks import StnkitFileError, check_choice, fail, fail_file
 from stnkit._io import atomic_path
 from stnkit.data.paths import (
     EMBEDDED,
@@ -49,10 +54,12 @@ __all__ = [
     "DownloadError",
     "FILES",
     "MD5",
+    "MNISTNotFoundError",
     "MIRRORS",
     "MNISTFileError",
     "MNIST_MEAN",
     "MNIST_STD",
+    "SIZES",
     "SPLITS",
     "download_mnist",
     "embedded_manifest",
@@ -84,6 +91,18 @@ MD5: dict[str, str] = {
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 
+# bytes of the decompressed canonical files: 16-byte header + 28*28 per image; 8 + 1 per label
+SIZES: dict[str, int] = {
+    "train-images-idx3-ubyte": 16 + 60000 * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + 60000,
+    "t10k-images-idx3-ubyte": 16 + 10000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + 10000,
+}
+# a gzip of n bytes is at most n + 5 bytes per 16 KiB stored block + header and trailer
+_GZIP_SLACK = 64 * 1024
+READ_IDX_LIMIT = 2**31
+"""Largest decompressed size :func:`read_idx` accepts (any IDX file, not only MNIST)."""
+
 # Public mirrors of the gzipped files, tried in order (URL = mirror + name + ".gz").
 MIRRORS: tuple[str, ...] = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -102,88 +121,148 @@ _HOW_TO_GET = (
 )
 
 
-class MNISTFileError(ValueError):
-    """An MNIST/IDX file is unreadable: wrong magic number, truncated, bad gzip, mismatched."""
+class MNISTFileError(StnkitFileError, ValueError):
+    """An MNIST/IDX file is unreadable: wrong magic number, truncated, bad gzip, too large,
+    mismatched (a :class:`~stnkit._checks.StnkitFileError`; also a ``ValueError``, as it was)."""
 
 
 class ChecksumError(MNISTFileError):
     """A file's decompressed content does not have the expected md5."""
 
 
-class DownloadError(OSError):
+class MNISTNotFoundError(StnkitFileError, FileNotFoundError):
+    """MNIST files that are not there (and were not downloaded); says where it looked."""
+
+
+class DownloadError(StnkitFileError):
     """No mirror delivered a verified file (the message lists what each mirror did)."""
+
+
+def _bad(fn: str, where: Any, problem: str):
+    fail_file(fn, where, problem, error=MNISTFileError)
+
+
+def _limit_of(name: str) -> int:
+    """The decompressed size cap of the MNIST file ``name`` (with or without ``.gz``)."""
+    return SIZES[name.removesuffix(".gz")]
 
 
 # --------------------------------------------------------------------------- reading
 
 
-def _decompress(raw: bytes, where: str) -> bytes:
-    """The IDX bytes of a raw or gzipped file (gzip is recognised by its magic bytes)."""
+def _decompress(raw: bytes, where: str, *, limit: int, fn: str) -> bytes:
+    """The IDX bytes of a raw or gzipped file (gzip is recognised by its magic bytes), at most
+    ``limit`` of them: a gzip stream is inflated in steps bounded by what is left of ``limit``
+    and refused the moment it would exceed it (a bomb never reaches memory)."""
     if raw[:2] != b"\x1f\x8b":
+        if len(raw) > limit:
+            _bad(fn, where, f"{len(raw)} bytes, more than the {limit} an IDX file of this name "
+                 "holds; delete the file and get it again")
         return raw
+    out: list[bytes] = []
+    total = 0
+    data = raw
     try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as e:
-        raise MNISTFileError(
-            f"{where}: corrupt gzip data ({e}); delete the file and get it again") from e
+        while True:  # one gzip member per turn (a file may hold several, as gzip allows)
+            inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            chunk = inflater.decompress(data, limit + 1 - total)
+            total += len(chunk)
+            if total > limit:
+                _bad(fn, where, f"decompresses to more than {limit} bytes, the most an IDX "
+                     "file of this name holds (a corrupt file or a decompression bomb); delete "
+                     "it and get it again")
+            out.append(chunk)
+            if not inflater.eof:
+                raise zlib.error("compressed data ended before the end-of-stream marker")
+            data = inflater.unused_data
+            if not data.strip(b"\x00"):  # the end, or zero padding (gzip allows it)
+                return b"".join(out)
+            if data[:2] != b"\x1f\x8b":
+                raise zlib.error(f"{len(data)} bytes of trailing garbage after the gzip data")
+    except zlib.error as e:
+        _bad(fn, where, f"corrupt gzip data ({e}); delete the file and get it again")
 
 
-def _parse_idx(data: bytes, where: str, *, magic: int | None = None) -> np.ndarray:
+def _parse_idx(data: bytes, where: str, *, magic: int | None = None,
+               fn: str = "read_idx") -> np.ndarray:
     """Array from IDX bytes; ``magic`` (if given) must match exactly."""
     if len(data) < 4:
-        raise MNISTFileError(f"{where}: truncated: {len(data)} bytes, shorter than an IDX "
-                             "header; delete the file and get it again")
+        _bad(fn, where, f"truncated: {len(data)} bytes, shorter than an IDX header; delete "
+             "the file and get it again")
     got = int.from_bytes(data[:4], "big")
     kind = {_IMAGES_MAGIC: "MNIST images (uint8, 3 dims)",
             _LABELS_MAGIC: "MNIST labels (uint8, 1 dim)"}
     if magic is not None and got != magic:
-        raise MNISTFileError(
-            f"{where}: wrong magic number 0x{got:08x}, expected 0x{magic:08x} "
-            f"({kind[magic]}); this is not the right IDX file (a label file named as an "
-            "image file, or not IDX at all); delete it and get it again")
+        _bad(fn, where, f"wrong magic number 0x{got:08x}, expected 0x{magic:08x} "
+             f"({kind[magic]}); this is not the right IDX file (a label file named as an "
+             "image file, or not IDX at all); delete it and get it again")
     code, ndim = data[2], data[3]
     if data[:2] != b"\x00\x00" or code not in _IDX_DTYPES or ndim == 0:
-        raise MNISTFileError(f"{where}: wrong magic number 0x{got:08x}, expected "
-                             "0x0000TTDD (TT an IDX type code, DD >= 1 dims): not an IDX file")
+        _bad(fn, where, f"wrong magic number 0x{got:08x}, expected 0x0000TTDD (TT an IDX "
+             "type code, DD >= 1 dims): not an IDX file")
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise MNISTFileError(f"{where}: truncated: {len(data)} bytes, shorter than its "
-                             f"{header}-byte header; delete the file and get it again")
+        _bad(fn, where, f"truncated: {len(data)} bytes, shorter than its {header}-byte "
+             "header; delete the file and get it again")
     shape = tuple(int.from_bytes(data[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[code])
     need = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(data) < need:
-        raise MNISTFileError(
-            f"{where}: truncated: the header promises shape {shape} ({need} bytes) but the "
-            f"file holds {len(data)} bytes (an interrupted download or copy?); delete the "
-            "file and get it again")
+        _bad(fn, where, f"truncated: the header promises shape {shape} ({need} bytes) but "
+             f"the file holds {len(data)} bytes (an interrupted download or copy?); delete the "
+             "file and get it again")
     if len(data) > need:
-        raise MNISTFileError(f"{where}: {len(data) - need} unexpected bytes after the "
-                             f"{need} that shape {shape} needs: not a valid IDX file")
+        _bad(fn, where, f"{len(data) - need} unexpected bytes after the {need} that shape "
+             f"{shape} needs: not a valid IDX file")
     out = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
     return out.astype(dtype.newbyteorder("="))  # a native-order, writable copy
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+def read_idx(path: str | os.PathLike, *, max_bytes: int = READ_IDX_LIMIT) -> np.ndarray:
     """Read any IDX file, raw or gzipped, into a native-order numpy array.
 
-    Checks the header and the length (no checksum: use :func:`load_mnist` for MNIST).
+    Checks the header and the length (no checksum: use :func:`load_mnist` for MNIST); a
+    file whose content is (or decompresses to) more than ``max_bytes`` is refused.
 
     >>> read_idx("train-labels-idx1-ubyte.gz").shape  # doctest: +SKIP
     (60000,)
     """
     if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)):
         fail("read_idx", "path", "a str or os.PathLike", type(path).__name__, error=TypeError)
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+        fail("read_idx", "max_bytes", "a positive int", repr(max_bytes))
     path = Path(path)
-    return _parse_idx(_decompress(path.read_bytes(), str(path)), str(path))
+    raw = _read_capped(path, max_bytes + _GZIP_SLACK, fn="read_idx")
+    return _parse_idx(_decompress(raw, str(path), limit=max_bytes, fn="read_idx"), str(path))
 
 
-def _read_mnist_file(raw: bytes, where: str, magic: int) -> tuple[np.ndarray, str]:
-    """(array, md5 of the decompressed content), structure checked."""
-    data = _decompress(raw, where)
-    array = _parse_idx(data, where, magic=magic)
+def _read_capped(path: Path, cap: int, *, fn: str) -> bytes:
+    """The bytes of ``path``, refused without reading when it holds more than ``cap``."""
+    try:
+        size = path.stat().st_size
+        if size > cap:
+            _bad(fn, path, f"{size} bytes, more than the {cap} a file of this name may hold; "
+                 "delete it and get it again")
+        return path.read_bytes()
+    except FileNotFoundError:
+        fail_file(fn, path, "file does not exist", error=MNISTNotFoundError)
+    except IsADirectoryError:
+        _bad(fn, path, "is a directory, not an IDX file")
+    except OSError as e:
+        if isinstance(e, StnkitFileError):
+            raise
+        fail_file(fn, path, f"cannot read it ({e.strerror or e})")
+
+
+def _read_mnist_file(raw: bytes, where: str, name: str, *,
+                     fn: str = "load_mnist") -> tuple[np.ndarray, str]:
+    """(array, md5 of the decompressed content) of the MNIST file ``name``, structure and
+    size checked."""
+    magic = _IMAGES_MAGIC if "images" in name else _LABELS_MAGIC
+    data = _decompress(raw, where, limit=_limit_of(name), fn=fn)
+    array = _parse_idx(data, where, magic=magic, fn=fn)
     if magic == _IMAGES_MAGIC and array.shape[1:] != (28, 28):
-        raise MNISTFileError(f"{where}: images of size {array.shape[1:]}, expected (28, 28)")
+        _bad(fn, where, f"images of size {array.shape[1:]}, expected (28, 28)")
     return array, hashlib.md5(data).hexdigest()
 
 
@@ -196,23 +275,26 @@ def _embedded_dir() -> Any:
 
 def embedded_manifest() -> dict[str, Any]:
     """The checksum manifest of the subset shipped in ``stnkit/data/_embedded``."""
+    where = f"stnkit/data/_embedded/{_EMBEDDED_MANIFEST}"
     try:
         text = _embedded_dir().joinpath(_EMBEDDED_MANIFEST).read_text()
-    except FileNotFoundError as e:
-        raise FileNotFoundError(
-            "the embedded MNIST subset is missing from this stnkit installation "
-            f"(stnkit/data/_embedded/{_EMBEDDED_MANIFEST}); reinstall stnkit, or make it "
-            "with scripts/make_embedded_mnist.py") from e
-    return json.loads(text)
+    except FileNotFoundError:
+        fail_file("load_mnist", where, "the embedded MNIST subset is missing from this stnkit "
+                  "installation; reinstall stnkit, or make it with "
+                  "scripts/make_embedded_mnist.py", error=MNISTNotFoundError)
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        _bad("load_mnist", where, f"corrupt manifest ({e}); reinstall stnkit")
 
 
 def _embedded_file(name: str) -> tuple[bytes, str]:
     where = f"stnkit/data/_embedded/{name}"
     try:
         return _embedded_dir().joinpath(name).read_bytes(), where
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"{where} is missing from this stnkit installation; "
-                                "reinstall stnkit") from e
+    except FileNotFoundError:
+        fail_file("load_mnist", where, "missing from this stnkit installation; reinstall "
+                  "stnkit", error=MNISTNotFoundError)
 
 
 # --------------------------------------------------------------------------- finding
@@ -290,21 +372,21 @@ def load_mnist(split: str, *, root: Any = None, download: bool = True,
                 found = find_mnist_files(split, path)
             if None in found.values():
                 _raise_missing(split, path, found, offline=offline, download=download)
-        sources = [(p.read_bytes(), str(p)) for p in found.values()]  # type: ignore[union-attr]
+        sources = [(_read_capped(p, _limit_of(n) + _GZIP_SLACK, fn=fn), str(p))  # type: ignore[arg-type]
+                   for n, p in found.items()]
         expected = [MD5[img_name], MD5[lbl_name]]
         fix = ("delete it and run `stnkit data download --data-dir "
                f"{path}` to fetch a verified copy")
-    images, img_md5 = _read_mnist_file(*sources[0], _IMAGES_MAGIC)
-    labels, lbl_md5 = _read_mnist_file(*sources[1], _LABELS_MAGIC)
+    images, img_md5 = _read_mnist_file(*sources[0], img_name, fn=fn)
+    labels, lbl_md5 = _read_mnist_file(*sources[1], lbl_name, fn=fn)
     if len(images) != len(labels):
-        raise MNISTFileError(
-            f"{fn}: {sources[0][1]} holds {len(images)} images but {sources[1][1]} holds "
-            f"{len(labels)} labels; both files must be the same MNIST split: {fix}")
+        _bad(fn, sources[0][1], f"holds {len(images)} images but {sources[1][1]} holds "
+             f"{len(labels)} labels; both files must be the same MNIST split: {fix}")
     for (_, where), got, want in zip(sources, (img_md5, lbl_md5), expected):
         if got != want:
-            raise ChecksumError(f"{fn}: checksum mismatch for {where}: md5 of the "
-                                f"decompressed content is {got}, expected {want}; the file "
-                                f"is corrupt or not MNIST: {fix}")
+            fail_file(fn, where, f"checksum mismatch: md5 of the decompressed content is "
+                      f"{got}, expected {want}; the file is corrupt or not MNIST: {fix}",
+                      error=ChecksumError)
     return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
 
 
@@ -314,9 +396,9 @@ def _raise_missing(split: str, root: Path, found: dict[str, Path | None], *, off
     looked = ", ".join(str(d) for d in mnist_search_dirs(root))
     why = (f" (offline mode: {OFFLINE_ENV} or --offline is set, so nothing was downloaded)"
            if offline else "" if download else " (download=False)")
-    raise FileNotFoundError(
-        f"load_mnist: MNIST {split} file(s) {', '.join(n + '[.gz]' for n in missing)} not "
-        f"found{why}; looked in {looked}. To fix: " + _HOW_TO_GET.format(root=root))
+    fail_file("load_mnist", root, f"MNIST {split} file(s) "
+              f"{', '.join(n + '[.gz]' for n in missing)} not found{why}; looked in {looked}. "
+              "To fix: " + _HOW_TO_GET.format(root=root), error=MNISTNotFoundError)
 
 
 # --------------------------------------------------------------------------- downloading
@@ -377,71 +459,110 @@ def download_mnist(root: Any = None, *, splits: Sequence[str] = SPLITS,
                 continue
             dest = target / (name + ".gz")
             if found is not None and found != dest:
-                raise MNISTFileError(
-                    f"{fn}: {found} is not a valid copy of {name} and would be read instead of "
-                    f"a download; delete it (the download goes to {dest})")
+                _bad(fn, found, f"is not a valid copy of {name} and would be read instead of a "
+                     f"download; delete it (the download goes to {dest})")
             todo.append((name, dest))
     if not todo:
         return target
     if is_offline(offline, fn=fn):
-        raise DownloadError(f"{fn}: offline mode ({OFFLINE_ENV} or --offline) forbids "
-                            f"downloading {', '.join(n for n, _ in todo)}; unset it, or "
-                            f"copy the files into {target} by hand")
-    target.mkdir(parents=True, exist_ok=True)
+        fail_file(fn, target, f"offline mode ({OFFLINE_ENV} or --offline) forbids downloading "
+                  f"{', '.join(n for n, _ in todo)}; unset it, or copy the files into "
+                  f"{target} by hand", error=DownloadError)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail_file(fn, target, f"cannot create the directory ({e.strerror or e})")
     for name, dest in todo:
         _download_one(name, dest, urls, progress=progress, timeout=timeout)
     return target
 
 
 def _is_valid(path: Path, name: str) -> bool:
-    magic = _IMAGES_MAGIC if "images" in name else _LABELS_MAGIC
     try:
-        _, md5 = _read_mnist_file(path.read_bytes(), str(path), magic)
+        raw = _read_capped(path, _limit_of(name) + _GZIP_SLACK, fn="download_mnist")
+        _, md5 = _read_mnist_file(raw, str(path), name, fn="download_mnist")
     except MNISTFileError:
         return False
     return md5 == MD5[name]
 
 
+# what a mirror that cannot be reached or does not serve the file raises
+_NETWORK_ERRORS = (OSError, http.client.HTTPException)
+
+
+def _network_reason(e: BaseException) -> str:
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP {e.code} {e.reason}"
+    if isinstance(e, urllib.error.URLError):
+        return str(e.reason)
+    return str(e) or type(e).__name__
+
+
 def _download_one(name: str, dest: Path, urls: Sequence[str], *, progress: bool,
                   timeout: float) -> None:
+    """Fetch ``name.gz`` from the first mirror that serves a verified copy into ``dest``.
+
+    A mirror that cannot be reached, fails mid-way, serves more than the file's size or a
+    file that does not verify is skipped; a local problem (``dest`` cannot be written) stops
+    at once, since no other mirror would fix it."""
+    fn = "download_mnist"
+    cap = _limit_of(name) + _GZIP_SLACK  # a gzip is never much larger than its content
     errors = []
     for base in urls:
         url = base + name + ".gz"
         try:
             with atomic_path(dest) as tmp:
                 with open(tmp, "wb") as f:
-                    _fetch(url, f, desc=dest.name, progress=progress, timeout=timeout)
-                magic = _IMAGES_MAGIC if "images" in name else _LABELS_MAGIC
-                _, md5 = _read_mnist_file(tmp.read_bytes(), url, magic)
+                    _fetch(url, f, desc=dest.name, progress=progress, timeout=timeout,
+                           cap=cap, dest=dest)
+                _, md5 = _read_mnist_file(tmp.read_bytes(), url, name, fn=fn)
                 if md5 != MD5[name]:
-                    raise ChecksumError(f"checksum mismatch: md5 of the decompressed content "
-                                        f"is {md5}, expected {MD5[name]}")
+                    fail_file(fn, url, f"checksum mismatch: md5 of the decompressed content "
+                              f"is {md5}, expected {MD5[name]}", error=ChecksumError)
             return
-        except (OSError, ValueError, http.client.HTTPException) as e:
-            errors.append(f"{url}: {e}")
-    raise DownloadError(
-        f"download_mnist: could not get a verified copy of {name} from any mirror:\n  "
-        + "\n  ".join(errors)
-        + f"\nTo fix: check the network, set {MIRRORS_ENV} to a working mirror, or copy "
-        f"{name}.gz into {dest.parent} by hand")
+        except (MNISTFileError, DownloadError) as e:  # served, but not a verified copy
+            errors.append(f"{url}: {str(e).removeprefix(f'{fn}: {url}: ')}")
+        except StnkitFileError:
+            raise  # here, not at the mirror: dest cannot be written
+        except _NETWORK_ERRORS as e:  # every OSError left: sockets, SSL, URLError
+            errors.append(f"{url}: download failed ({_network_reason(e)})")
+    root = dest.parent.parent
+    fail_file(fn, dest, f"download failed: no mirror delivered a verified copy of {name}.gz ("
+              + "; ".join(errors) + f"). To fix: check the network or set {MIRRORS_ENV} to a "
+              f"reachable mirror and run `stnkit data download --data-dir {root}`, copy "
+              f"{name}.gz into {dest.parent} by hand, or use the MNIST subset shipped with "
+              "stnkit (--data-dir embedded)", error=DownloadError)
 
 
-def _fetch(url: str, out: Any, *, desc: str, progress: bool, timeout: float) -> None:
-    """Stream ``url`` into the binary file ``out`` with a tqdm progress bar."""
+def _fetch(url: str, out: Any, *, desc: str, progress: bool, timeout: float, cap: int,
+           dest: Path) -> None:
+    """Stream ``url`` into the binary file ``out`` with a tqdm progress bar; refuse more than
+    ``cap`` bytes (announced or received) and a connection closed early."""
     from tqdm import tqdm
 
     from stnkit import __version__
 
+    fn = "download_mnist"
     request = urllib.request.Request(url, headers={"User-Agent": f"stnkit/{__version__}"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
+        if total is not None and total > cap:
+            fail_file(fn, url, f"the server announces {total} bytes, more than the {cap} a "
+                      f"gzip of {desc} can take", error=DownloadError)
         done = 0
         with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
                   disable=None if progress else True, leave=False) as bar:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
+            while chunk := response.read(min(1 << 20, cap + 1 - done)):
                 done += len(chunk)
+                if done > cap:
+                    fail_file(fn, url, f"sent more than {cap} bytes, more than a gzip of "
+                              f"{desc} can take", error=DownloadError)
+                try:
+                    out.write(chunk)
+                except OSError as e:
+                    fail_file(fn, dest, f"cannot write it ({e.strerror or e})")
                 bar.update(len(chunk))
     if total is not None and done != total:
-        raise DownloadError(f"connection closed after {done} of {total} bytes")
+        fail_file(fn, url, f"connection closed after {done} of {total} bytes",
+                  error=DownloadError)

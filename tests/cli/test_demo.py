@@ -24,8 +24,15 @@ def size_of(path):
 
 def test_demo_quick_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "-o", str(out), "--no-progress"]) == 0
+    assert main(["demo", "--quick", "-o", str(out)]) == 0  # not -q: it prints what it wrote
     stdout = capsys.readouterr().out
+    written = re.findall(r"^wrote (\S+) \(.+\)$", stdout, re.M)
+    expected = [out / "runs" / m for m in ("cnn", "st-cnn-aff")] + [
+        out / n for n in ("curves.png", "samples.png", "evolution.gif", "evolution.png")] + [
+        out / "cnn" / n for n in ("curves.png", "samples.png")] + [
+        out / "summary.md", out / "summary.json"]
+    assert sorted(written) == sorted(map(str, expected)), stdout
+    assert all(p.exists() for p in expected)
     its = BUDGETS["quick"]["iterations"]
     printed = {}
     for model in ("cnn", "st-cnn-aff"):
@@ -78,15 +85,18 @@ def test_prepare_replaces_only_a_previous_demo(tmp_path):
 
 
 @pytest.mark.parametrize("args,match", [
-    (["--seed", "-1"], r"--seed: expected an int >= 0, got -1"),
-    (["--iterations", "0"], r"--iterations: expected a positive int, got 0"),
-    (["--data-dir", "x"], r"--data-dir: only with --full"),
+    (["--seed", "-1"], r"argument --seed: expected an integer >= 0, got '-1'"),
+    (["--iterations", "0"], r"argument --iterations: expected a positive integer, got '0'"),
+    (["--data-dir", "x"], r"argument --data-dir: only with --full"),
 ])
 def test_demo_bad_arguments(tmp_path, capsys, args, match):
+    """Bad flag values are usage errors, as in every command: exit 2 with demo's usage."""
     out = tmp_path / "d"
-    rc = main(["demo", "-o", str(out), *args])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 1 and len(err) == 1 and re.search(match, err[0]), err
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "-o", str(out), *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("usage: stnkit demo "), err
+    assert re.search(match, err), err
     assert not out.exists()
 
 

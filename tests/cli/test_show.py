@@ -21,10 +21,11 @@ def check_png(path, size):
 def test_show_run_dir_default_out(tmp_path, capsys):
     run = make_run_dir(tmp_path / "run", model=tiny_st_model(), n=10, steps=(5, 10, 15, 20))
     assert main(["show", str(run)]) == 0
-    out = capsys.readouterr().out.split()
+    out = capsys.readouterr().out.splitlines()
     figures = run / "figures"
-    assert out == [str(figures / n) for n in
-                   ("curves.png", "samples.png", "evolution.gif", "evolution.png")]
+    assert [line.split(" (")[0] for line in out] == [f"wrote {figures / n}" for n in
+                                                      ("curves.png", "samples.png",
+                                                       "evolution.gif", "evolution.png")], out
     check_png(figures / "samples.png", plots.samples_figure_size(8, 1))  # 8 of the 10 by default
     check_png(figures / "curves.png", plots.curves_figure_size())
     check_png(figures / "evolution.png", (plots.LABEL_WIDTH + 8 * (plots.TILE + plots.GAP),
@@ -55,7 +56,8 @@ def test_show_run_without_transformer_says_so(tmp_path, capsys):
 def test_show_reproduction_dir(tmp_path, capsys):
     repro = make_repro_dir(tmp_path / "repro", TABLE)
     assert main(["show", str(repro)]) == 0
-    assert capsys.readouterr().out.split() == [str(repro / "figures" / "results.png")]
+    assert capsys.readouterr().out == (f"wrote {repro / 'figures' / 'results.png'} "
+                                       "(our test errors next to the paper's)\n")
     check_png(repro / "figures" / "results.png", plots.results_figure_size(len(TABLE)))
 
 
@@ -69,10 +71,9 @@ def test_show_notes_a_corrupt_checkpoint_and_still_draws(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("setup,args,match", [
-    (None, ["{TMP}/missing"], r"'.*missing' is not a directory"),
+    (None, ["{TMP}/missing"], r"'.*missing': is not a directory"),
     ("empty", ["{TMP}/empty"], r"is neither a run directory .* nor a reproduction directory"),
     ("run", ["{TMP}/run", "-o", "{TMP}/run/config.json"], r"--out: .* is not a directory"),
-    ("run", ["{TMP}/run", "-n", "0"], r"--num-samples: expected a positive int, got 0"),
 ])
 def test_show_bad_input(tmp_path, capsys, setup, args, match):
     if setup == "empty":
@@ -84,3 +85,18 @@ def test_show_bad_input(tmp_path, capsys, setup, args, match):
     assert rc == 1 and len(err) == 1 and err[0].startswith("stnkit show: error: "), err
     assert __import__("re").search(match, err[0]), err[0]
     assert not any(tmp_path.rglob("figures"))
+
+
+def test_show_bad_flag_value_exits_2_with_the_show_usage(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["show", str(tmp_path), "-n", "0"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("usage: stnkit show "), err
+    assert "argument -n/--num-samples: expected a positive integer, got '0'" in err, err
+
+
+def test_show_quiet_prints_nothing_and_still_draws(tmp_path, capsys):
+    repro = make_repro_dir(tmp_path / "repro", TABLE)
+    assert main(["show", str(repro), "-q"]) == 0
+    assert capsys.readouterr().out == ""
+    check_png(repro / "figures" / "results.png", plots.results_figure_size(len(TABLE)))

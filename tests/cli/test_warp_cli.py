@@ -13,7 +13,7 @@ cv2 = pytest.importorskip("cv2")
 Image = pytest.importorskip("PIL.Image")
 
 from stnkit.cli import main  # noqa: E402
-from stnkit.cli.warp import simple_matrix  # noqa: E402
+from stnkit.ops.transforms import pixel_affine  # noqa: E402
 
 # OpenCV interpolates bilinearly in fixed point (coordinates to 1/32 pixel, weights to 1/2^15)
 # and rounds; we interpolate in float32 and round. On images whose neighbouring pixels differ
@@ -112,8 +112,8 @@ def test_simple_flags_compose_in_the_documented_order(tmp_path):
     move = np.array([[1, 0, (wo - 1) / 2 - c[0] + 3], [0, 1, (ho - 1) / 2 - c[1] - 2.5], [0, 0, 1]])
     m = (move @ rs @ shear)[:2]
     np.testing.assert_allclose(
-        simple_matrix((h, w), (ho, wo), rotate=25, scale=0.8, shear=(0.2, -0.1),
-                      translate=(3, -2.5)), m, atol=1e-12)
+        pixel_affine((h, w), (ho, wo), degrees=25, scale=0.8, shear=(0.2, -0.1),
+                     translate=(3, -2.5), dtype=torch.float64)[0].numpy(), m, atol=1e-12)
     ref = cv2.warpAffine(img, m, (wo, ho), flags=cv2.INTER_LINEAR)
     ours = load(out)
     assert ours.shape == (ho, wo, 3)
@@ -479,3 +479,42 @@ def test_missing_viz_extra_is_one_clear_line(tmp_path, capsys, monkeypatch, imag
     assert rc == 1 and len(err) == 1, err
     assert f"stnkit {command}: error: " in err[0] and "pip install 'stnkit[viz]'" in err[0], err
     assert not (tmp_path / "o.png").exists() and not (tmp_path / "d").exists()
+
+
+# ----------------------------------------------------------------------------- output, memory
+
+
+def test_prints_what_it_wrote_and_quiet_silences_it(tmp_path, capsys, image_file):
+    out = tmp_path / "o.png"
+    assert run_warp(image_file, "-o", str(out), "--rotate", "5", "--size", "7x9") == 0
+    assert capsys.readouterr().out == f"wrote {out} (7x9, grey, simple transform)\n"
+    assert run_warp(image_file, "--out", str(out), "--theta", "1,0,0,0,1,0", "-q") == 0
+    assert capsys.readouterr().out == ""
+    assert load(out).shape == (10, 12)
+
+
+@pytest.mark.parametrize("size", [f"{2**40}x{2**40}", f"{2**20}x{2**21}"])
+def test_output_bigger_than_memory_is_refused_in_one_line(tmp_path, capsys, image_file, size):
+    _bad(tmp_path, capsys, [image_file, "-o", "{OUT}", f"--size={size}"],
+         r"--size: a \d+x\d+ output of 1 channel\(s\) needs about .* GiB of memory; this "
+         r"machine has .* GiB")
+
+
+def test_the_memory_limit_is_the_machine_not_a_fixed_pixel_count(tmp_path, capsys, image_file,
+                                                                 monkeypatch):
+    """2**28 pixels was a fixed cap; now the limit follows the machine's memory."""
+    import stnkit.cli.warp as cli_warp
+
+    monkeypatch.setattr(cli_warp, "total_memory", lambda: 1000 * 24)  # 24 bytes/pixel, grey
+    _bad(tmp_path, capsys, [image_file, "-o", "{OUT}", "--size=20x51"], r"needs about")
+    out = tmp_path / "ok.png"
+    assert run_warp(image_file, "-o", str(out), "--size=20x50") == 0
+    assert load(out).shape == (20, 50)
+    monkeypatch.setattr(cli_warp, "total_memory", lambda: 2**50)
+    big = 2**14 + 1  # 2**28 + 2**15 + 1 pixels: refused by the old fixed cap, not by memory
+    checked = []
+    monkeypatch.setattr(cli_warp, "_check_fits_in_memory",
+                        lambda size, c: checked.append(size) or (_ for _ in ()).throw(
+                            cli_warp.CommandError("stop here")))
+    _bad(tmp_path, capsys, [image_file, "-o", "{OUT}", f"--size={big}x{big}"], r"stop here")
+    assert checked == [(big, big)]

@@ -52,8 +52,6 @@ def test_show_offline_without_data_is_a_one_line_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--count", "0"], "--count must be in [1, 1024], got 0"),
-    (["--cols", "0"], "--cols must be >= 1, got 0"),
     (["--seed", "-1"], "expected seed an int in [0, 2**63), got -1"),
 ])
 def test_show_bad_values(tmp_path, capsys, args, message):
@@ -62,10 +60,23 @@ def test_show_bad_values(tmp_path, capsys, args, message):
     assert rc == 1 and message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--count", "0"], "argument -n/--num-samples/--count: expected a positive integer, got '0'"),
+    (["-n", "1025"], "argument -n/--num-samples/--count: expected an int in 1..1024, got '1025'"),
+    (["--cols", "0"], "argument --cols: expected a positive integer, got '0'"),
+])
+def test_show_bad_flag_values_exit_2_with_the_data_show_usage(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as e:
+        main(["data", "show", "R", "-o", str(tmp_path / "g.png"), "--data-dir", "embedded",
+              *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("usage: stnkit data show ") and message in err, err
+
+
 def test_show_needs_a_png_name(tmp_path, capsys):
     assert main(["data", "show", "R", "-o", str(tmp_path / "g.jpg"), "--data-dir",
                  "embedded"]) == 1
-    assert "--output must be a .png file" in capsys.readouterr().err
+    assert "expected --out to be a .png file" in capsys.readouterr().err
 
 
 def test_show_unknown_variant_is_a_usage_error(tmp_path, capsys):

@@ -42,5 +42,8 @@ def test_bad_input_size(capsys):
         main(["models", "--input-size", "28,28"])
     assert e.value.code == 2
     assert "expected C,H,W" in capsys.readouterr().err
-    assert main(["models", "--num-classes", "0"]) == 1
-    assert "expected --num-classes >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["models", "--num-classes", "0"])
+    assert e.value.code == 2
+    assert "argument --num-classes: expected a positive integer, got '0'" in \
+        capsys.readouterr().err

@@ -1,34 +1,32 @@
 """``stnkit data``: look at, download, pre-generate and inspect the MNIST datasets.
 
-    stnkit data show VARIANT -o grid.png [--split test] [--count 64] [--seed 0]
-                                         [--data-dir DIR|embedded] [--offline]
-    stnkit data download [--data-dir DIR] [--split train test] [--mirror URL ...]
-    stnkit data generate VARIANT... [--split ...] [--seed 0] [--data-dir DIR] [--workers N]
+    stnkit data show VARIANT -o grid.png [--split test] [-n 64] [--seed 0]
+                                         [--data-dir DIR|embedded] [--offline] [-q]
+    stnkit data download [--data-dir DIR] [--split train test] [--mirror URL ...] [-q]
+    stnkit data generate VARIANT... [--split ...] [--seed 0] [--data-dir DIR] [--workers N] [-q]
     stnkit data info [--data-dir DIR] [--verify]
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 from pathlib import Path
 
-import numpy as np
-
-from stnkit.cli import CommandError
+from stnkit.cli import CommandError, add_quiet, wrote
+from stnkit.cli.train import positive_int
 
 HELP = "MNIST and the distorted-MNIST datasets: show a grid, download, generate, info"
 
 _VARIANT_NAMES = ("R", "RTS", "P", "E", "T", "TC", "addition", "colocalisation")
 
-# grid layout of `data show`, in pixels
-_PAD = 4  # around and between cells
-_LABEL_H = 14  # text band under each cell
-_TITLE_H = 18  # title band at the top
-_CHANNEL_GAP = 2  # between the two channels of an `addition` sample
-_TARGET_CELL = 112  # images are zoomed by ceil(_TARGET_CELL / S)
+
+def _count(text: str) -> int:
+    n = positive_int(text)
+    if n > 1024:
+        raise argparse.ArgumentTypeError(f"expected an int in 1..1024, got {text!r}")
+    return n
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,17 +44,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       "variant, each with its label.")
     show.add_argument("variant", metavar="VARIANT", choices=_VARIANT_NAMES,
                       help="one of " + ", ".join(_VARIANT_NAMES))
-    show.add_argument("-o", "--output", metavar="PNG", required=True, help="output PNG file")
+    show.add_argument("-o", "--out", "--output", dest="out", metavar="PNG", required=True,
+                      help="output PNG file")
     show.add_argument("--split", choices=("train", "test"), default="test",
                       help="MNIST split (default: test)")
-    show.add_argument("--count", type=int, default=64, metavar="N",
-                      help="number of samples, 1-1024 (default: 64)")
-    show.add_argument("--cols", type=int, default=None, metavar="N",
+    show.add_argument("-n", "--num-samples", "--count", dest="count", type=_count, default=64,
+                      metavar="N", help="number of samples, 1-1024 (default: 64)")
+    show.add_argument("--cols", type=positive_int, default=None, metavar="N",
                       help="columns of the grid (default: ceil(sqrt(count)))")
     show.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
     data_dir(show)
     show.add_argument("--offline", action="store_true", default=None,
                       help="never use the network (also: STNKIT_OFFLINE=1)")
+    add_quiet(show)
+    show.set_defaults(_parser=show)
 
     download = sub.add_parser("download", help="download and verify the MNIST files",
                               description="Download the MNIST files that are missing from "
@@ -67,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     download.add_argument("--mirror", action="append", metavar="URL", default=None,
                           help="base URL to try (repeatable; default: $STNKIT_MNIST_MIRRORS, "
                                "else the built-in list)")
-    download.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(download, progress=True)
+    download.set_defaults(_parser=download)
 
     generate = sub.add_parser("generate", help="generate and cache distorted datasets",
                               description="Generate distorted datasets into the cache and "
@@ -80,9 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data_dir(generate)
     generate.add_argument("--offline", action="store_true", default=None,
                           help="never use the network (also: STNKIT_OFFLINE=1)")
-    generate.add_argument("--workers", type=int, default=None, metavar="N",
+    generate.add_argument("--workers", type=positive_int, default=None, metavar="N",
                           help="generation threads (default: the available CPUs)")
-    generate.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet(generate)
+    generate.set_defaults(_parser=generate)
 
     info = sub.add_parser("info", help="where the data is, what is there, what is cached",
                           description="Show the data directory, the MNIST files, the embedded "
@@ -90,6 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data_dir(info)
     info.add_argument("--verify", action="store_true",
                       help="also read the MNIST files and check their checksums")
+    info.set_defaults(_parser=info)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,72 +105,28 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from stnkit.data import generate
+    import numpy as np
 
-    if not 1 <= args.count <= 1024:
-        raise CommandError(f"--count must be in [1, 1024], got {args.count}")
-    if args.cols is not None and args.cols < 1:
-        raise CommandError(f"--cols must be >= 1, got {args.cols}")
-    if not args.output.lower().endswith(".png"):
-        raise CommandError(f"--output must be a .png file, got {args.output!r}")
-    try:
-        from PIL import Image, ImageDraw, ImageFont
-    except ImportError as e:
-        raise CommandError("`stnkit data show` needs Pillow: pip install 'stnkit[viz]'") from e
+    from stnkit.data import generate
+    from stnkit.viz._deps import require
+    from stnkit.viz.datasets import label_grid
+    from stnkit.viz.images import save_png
+
+    if not args.out.lower().endswith(".png"):
+        raise CommandError(f"expected --out to be a .png file, got {args.out!r}")
+    require("PIL.Image")  # before the data is generated
     images, labels, params = generate(args.variant, args.split, seed=args.seed,
                                       root=args.data_dir, offline=args.offline,
-                                      indices=np.arange(args.count), progress=True)
-    picture = _grid(images, labels, params.get("boxes"), cols=args.cols,
-                    title=f"{args.variant}, {args.split} split, seed {args.seed}: samples "
-                          f"0-{args.count - 1}",
-                    Image=Image, ImageDraw=ImageDraw, ImageFont=ImageFont)
-    out = Path(args.output)
+                                      indices=np.arange(args.count), progress=not args.quiet)
+    pixels = label_grid(images, labels, params.get("boxes"), cols=args.cols,
+                        title=f"{args.variant}, {args.split} split, seed {args.seed}: samples "
+                              f"0-{args.count - 1}")
+    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from stnkit._io import atomic_path
-
-    with atomic_path(out) as tmp:
-        picture.save(tmp, format="PNG")
-    print(f"wrote {out} ({picture.width}x{picture.height}, {args.count} {args.variant} "
-          f"samples of the {args.split} split)")
+    save_png(out, pixels)
+    wrote(args, out, f"{pixels.shape[1]}x{pixels.shape[0]}, {args.count} {args.variant} "
+                     f"samples of the {args.split} split")
     return 0
-
-
-def _grid(images: np.ndarray, labels: np.ndarray, boxes: np.ndarray | None, *, cols, title,
-          Image, ImageDraw, ImageFont):  # noqa: N803 - PIL modules passed in
-    """An RGB grid: title band, then cells of zoomed images with the label underneath
-    (and the instance boxes, for colocalisation).
-
-    Cell width = C * S * zoom + (C - 1) * 2, height = S * zoom, zoom = ceil(112 / S);
-    the picture is cols * cell_w + (cols + 1) * 4 wide and
-    18 + rows * (cell_h + 14) + (rows + 1) * 4 high.
-    """
-    n, c, s, _ = images.shape
-    cols = cols or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    zoom = math.ceil(_TARGET_CELL / s)
-    cell_w, cell_h = c * s * zoom + (c - 1) * _CHANNEL_GAP, s * zoom
-    width = cols * cell_w + (cols + 1) * _PAD
-    height = _TITLE_H + rows * (cell_h + _LABEL_H) + (rows + 1) * _PAD
-    picture = Image.new("RGB", (width, height), (48, 48, 48))
-    draw = ImageDraw.Draw(picture)
-    font = ImageFont.load_default()
-    draw.text((_PAD, 3), title, fill=(255, 255, 255), font=font)
-    for k in range(n):
-        r, q = divmod(k, cols)
-        x0 = _PAD + q * (cell_w + _PAD)
-        y0 = _TITLE_H + _PAD + r * (cell_h + _LABEL_H + _PAD)
-        for ch in range(c):
-            tile = Image.fromarray(images[k, ch]).resize((s * zoom, s * zoom), Image.NEAREST)
-            picture.paste(tile.convert("RGB"), (x0 + ch * (s * zoom + _CHANNEL_GAP), y0))
-        if boxes is not None:
-            for box in np.asarray(boxes[k]).reshape(-1, 4):
-                if np.isfinite(box).all():  # box edges in pixel coordinates, centres at ints
-                    bx0, by0, bx1, by1 = ((box + 0.5) * zoom).tolist()
-                    draw.rectangle((x0 + bx0, y0 + by0, x0 + bx1 - 1, y0 + by1 - 1),
-                                   outline=(255, 64, 64))
-        draw.text((x0 + 2, y0 + cell_h + 1), f"label {int(labels[k])}", fill=(255, 220, 120),
-                  font=font)
-    return picture
 
 
 # --------------------------------------------------------------------------- download
@@ -195,8 +155,6 @@ def _generate(args: argparse.Namespace) -> int:
     from stnkit.data import DistortedMNIST
 
     variants = _VARIANT_NAMES if "all" in args.variants else tuple(dict.fromkeys(args.variants))
-    if args.workers is not None and args.workers < 1:
-        raise CommandError(f"--workers must be >= 1, got {args.workers}")
     for variant in variants:
         for split in args.split:
             start = time.perf_counter()

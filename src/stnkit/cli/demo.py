@@ -13,7 +13,9 @@ import shutil
 import time
 from pathlib import Path
 
-from stnkit.cli import CommandError
+from stnkit.cli import CommandError, add_quiet, wrote
+from stnkit.cli.show import WHAT
+from stnkit.cli.train import nonnegative_int, positive_int
 
 HELP = "train a CNN and an ST-CNN on distorted MNIST (offline, ~2-3 min on a CPU) and draw them"
 
@@ -75,26 +77,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", metavar="DIR",
                         help="MNIST directory for --full (default: STNKIT_DATA, else the user "
                              "cache)")
-    size.add_argument("--iterations", metavar="N", type=int,
+    size.add_argument("--iterations", metavar="N", type=positive_int,
                       help="iterations per model (default: 600)")
-    parser.add_argument("--seed", metavar="N", type=int, default=0,
+    parser.add_argument("--seed", metavar="N", type=nonnegative_int, default=0,
                         help="seed of the initialisation and the data order (default: 0)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_quiet(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        from stnkit.viz._deps import require_viz
-
-        require_viz()
-    except ImportError as e:
-        raise CommandError(str(e)) from None
-    if args.seed < 0:
-        raise CommandError(f"--seed: expected an int >= 0, got {args.seed}")
-    if args.iterations is not None and args.iterations <= 0:
-        raise CommandError(f"--iterations: expected a positive int, got {args.iterations}")
     if args.data_dir is not None and not args.full:
-        raise CommandError("--data-dir: only with --full (the default data is embedded)")
+        args._parser.error("argument --data-dir: only with --full (the default data is "
+                           "embedded)")
+    from stnkit.viz._deps import require_viz
+
+    require_viz()
     out = Path(args.out)
     fresh = not out.exists()
     _prepare(out)
@@ -109,11 +105,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         results = run_demo(out, budget, data_dir=data_dir, seed=args.seed,
                            evaluations=EVALUATIONS_FULL if args.full else EVALUATIONS,
-                           progress=not args.no_progress)
+                           progress=not args.quiet)
     except Exception:
         if fresh:  # nothing half-made left behind (Ctrl-C keeps the runs: they resume)
             shutil.rmtree(out, ignore_errors=True)
         raise
+    for model in MODELS:
+        wrote(args, out / "runs" / model, f"run directory of {model}")
+    for name, path in results["pictures"].items():
+        model, key = ("cnn", name[4:]) if name.startswith("cnn_") else ("st-cnn-aff", name)
+        wrote(args, path, f"{model}: {WHAT.get(key, key)}")
+    wrote(args, out / "summary.md", "test errors, Markdown")
+    wrote(args, out / "summary.json", "test errors and settings, JSON")
     print()
     print(_summary_text(results, budget, data_dir=data_dir, seed=args.seed, out=out,
                         markdown=False))

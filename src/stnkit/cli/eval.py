@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+
+from stnkit.cli import add_quiet, wrote
 
 HELP = "evaluate a run's checkpoint on the test split (writes RUN_DIR/eval.json)"
 
@@ -19,7 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=500, metavar="N")
     parser.add_argument("--test-size", type=positive_int, default=None, metavar="N",
                         help="evaluate on the first N test samples only")
-    parser.add_argument("--json", action="store_true", help="print the JSON instead of tables")
+    parser.add_argument("--json", action="store_true",
+                        help="print the JSON instead of tables (and no 'wrote' line)")
+    add_quiet(parser, progress=False)
 
 
 def format_report(r: dict) -> str:
@@ -49,5 +54,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(format_report(result))
-        print(f"\nwrote {args.run_dir.rstrip('/')}/eval.json")
+        if not args.quiet:
+            print()
+        wrote(args, os.path.join(args.run_dir, "eval.json"),
+              "test error, per-class errors, confusion matrix")
     return 0

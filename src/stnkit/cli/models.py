@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from stnkit._errors import StnkitValueError
+
 HELP = "list every model of the zoo with its parameter count"
 
 _EPILOG = """\
@@ -25,11 +27,13 @@ def _input_size(text: str) -> tuple[int, int, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from stnkit.cli.train import positive_int
+
     parser.epilog = _EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--input-size", type=_input_size, default=None, metavar="C,H,W",
                         help="build every model for this input size (default: each model's own)")
-    parser.add_argument("--num-classes", type=int, default=None, metavar="N",
+    parser.add_argument("--num-classes", type=positive_int, default=None, metavar="N",
                         help="number of classes (default: each model's own, 10 or 19)")
 
 
@@ -47,10 +51,6 @@ def run(args: argparse.Namespace) -> int:
     from stnkit.models import create_model, list_models, model_spec
     from stnkit.nn import localization_parameters
 
-    if args.num_classes is not None and args.num_classes < 1:
-        from stnkit.cli import CommandError
-
-        raise CommandError(f"expected --num-classes >= 1, got {args.num_classes}")
     rows = []
     for name in list_models():
         spec = model_spec(name)
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         classes = args.num_classes or spec.default_num_classes
         try:
             model = create_model(name, input_size=size, num_classes=classes)
-        except ValueError as e:  # this model cannot take that input size
+        except StnkitValueError as e:  # this model cannot take that input size
             rows.append((name, "x".join(map(str, size)), str(classes), "-", "-", "-",
                          f"n/a: {e}"))
             continue

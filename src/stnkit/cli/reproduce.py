@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from stnkit.cli import add_quiet
+
 HELP = "reproduce the paper's Table 1 / cluttered / addition experiments (resumable)"
 
 EXPERIMENTS = ("table1", "cluttered", "addition")
@@ -21,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from stnkit.cli.train import positive_int
 
     parser.add_argument("experiment", choices=EXPERIMENTS)
-    parser.add_argument("--out", required=True, metavar="DIR", help="reproduction directory")
+    parser.add_argument("-o", "--out", required=True, metavar="DIR", help="reproduction directory")
     parser.add_argument("--variants", type=_names, default=None, metavar="V1,V2",
                         help="subset of variants (table1: R,RTS,P,E; cluttered: T,TC; addition)")
     parser.add_argument("--models", type=_names, default=None, metavar="M1,M2",
@@ -36,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--dry-run", action="store_true",
                         help="a few iterations per cell (smoke test)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet(parser)
 
 
 def run(args: argparse.Namespace) -> int:

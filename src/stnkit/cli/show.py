@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from stnkit.cli import CommandError
+from stnkit._errors import fail_file
+from stnkit.cli import add_quiet, wrote
+from stnkit.cli.train import positive_int
 
 HELP = "draw the pictures of a run directory (samples, curves, evolution) or a reproduction"
 
@@ -29,27 +31,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a run directory, or a reproduction directory (with results.csv)")
     parser.add_argument("-o", "--out", metavar="OUT_DIR",
                         help="where to write the pictures (created; default: RUN_DIR/figures)")
-    parser.add_argument("-n", "--num-samples", metavar="N", type=int, default=8,
+    parser.add_argument("-n", "--num-samples", metavar="N", type=positive_int, default=8,
                         help="samples (columns) in the sample and evolution pictures (default: 8)")
+    add_quiet(parser, progress=False)
+
+
+# what each picture of ``render_run`` / ``render_reproduction`` holds, for the "wrote" lines
+WHAT = {
+    "curves": "loss, errors and learning rate against the step",
+    "samples": "inputs, the region the transformer reads, its output",
+    "evolution_gif": "the transformer's output during training, animated",
+    "evolution_png": "the transformer's output during training, a strip",
+    "results": "our test errors next to the paper's",
+}
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        from stnkit.viz._deps import require_viz
+    from stnkit.viz._deps import require_viz
 
-        require_viz()
-    except ImportError as e:
-        raise CommandError(str(e)) from None
+    require_viz()
     from stnkit.viz.run import is_reproduction_dir, is_run_dir, render_reproduction, render_run
 
+    fn = "stnkit show"
     directory = Path(args.directory)
     if not directory.is_dir():
-        raise CommandError(f"{str(directory)!r} is not a directory")
-    if args.num_samples <= 0:
-        raise CommandError(f"--num-samples: expected a positive int, got {args.num_samples}")
+        fail_file(fn, repr(str(directory)), "is not a directory")
     out = Path(args.out) if args.out else directory / "figures"
     if out.exists() and not out.is_dir():
-        raise CommandError(f"--out: {str(out)!r} exists and is not a directory")
+        fail_file(fn, f"--out: {str(out)!r}", "exists and is not a directory")
     if is_reproduction_dir(directory):
         written = render_reproduction(directory, out)
     elif is_run_dir(directory):
@@ -59,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
             print("no transformer snapshots in this run (a model without a spatial transformer, "
                   "or no evaluation yet): no evolution pictures")
     else:
-        raise CommandError(f"{str(directory)!r} is neither a run directory (config.json, "
-                           "checkpoint.json) nor a reproduction directory (results.csv)")
-    for path in written.values():
-        print(path)
+        fail_file(fn, repr(str(directory)), "is neither a run directory (config.json, "
+                  "checkpoint.json) nor a reproduction directory (results.csv)")
+    for name, path in written.items():
+        wrote(args, path, WHAT.get(name, name))
     return 0

@@ -14,6 +14,8 @@ import argparse
 import math
 import sys
 
+from stnkit.cli import add_quiet
+
 HELP = "train a model on a distorted-MNIST variant (or continue a run with --resume)"
 
 _CHOICES = {"schedule": ("paper", "cpu"), "optimizer": ("sgd", "adam", "adamw"),
@@ -79,9 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         elif kind == "float":
             parser.add_argument(flag, type=finite_float, default=None, metavar="X", help=help_text)
         else:
-            parser.add_argument(flag, default=None, choices=_CHOICES.get(f.name),
+            flags = ("-o", flag) if f.name == "out" else (flag,)  # -o/--out as in every command
+            parser.add_argument(*flags, default=None, choices=_CHOICES.get(f.name),
                                 metavar=_METAVARS.get(f.name), help=help_text)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(parser)
 
 
 def _summary(result: dict) -> str:

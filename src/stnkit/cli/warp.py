@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 
-import numpy as np
-import torch
-
-from stnkit.cli import CommandError
+from stnkit.cli import CommandError, add_quiet, wrote
 
 HELP = "warp an image file (PNG/JPEG, grey or colour) by a rotation, matrix or homography"
 
@@ -48,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = _EPILOG
     parser.add_argument("image", metavar="IMAGE", help="input image file (PNG, JPEG, ...)")
-    parser.add_argument("-o", "--output", metavar="OUT", required=True,
+    parser.add_argument("-o", "--out", "--output", dest="out", metavar="OUT", required=True,
                         help="output file; its suffix picks the format (.png, .jpg, ...)")
     simple = parser.add_argument_group("simple transforms (pixel space, about the centre)")
     simple.add_argument("--rotate", metavar="DEG", help="rotate DEG degrees counter-clockwise")
@@ -77,26 +75,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "padding mirrors (pixel centres, not edges)")
     out.add_argument("--quality", metavar="Q", type=int, default=95,
                      help="JPEG/WebP quality 1-100 (default: 95)")
+    add_quiet(out, progress=False)
 
 
 def run(args: argparse.Namespace) -> int:
     from stnkit.viz._deps import require
-    from stnkit.viz.images import ImageReadError, image_format, read_image, write_image
 
-    try:
-        require("PIL.Image")
-    except ImportError as e:  # the viz extra is missing
-        raise CommandError(str(e)) from None
+    require("PIL.Image")  # the viz extra
+    import torch
+
     from stnkit.ops import transforms, warp
+    from stnkit.viz.images import FORMATS, ImageReadError, read_image, write_image
 
-    try:
-        image_format(args.output)
-    except ValueError:
-        raise CommandError(f"cannot write {args.output!r}: unknown image format; use a .png, "
-                           ".jpg, .bmp, .tif or .webp name") from None
+    if os.path.splitext(args.out)[1].lower() not in FORMATS:
+        raise CommandError(f"cannot write {args.out!r}: unknown image format; use a .png, "
+                           ".jpg, .bmp, .tif or .webp name")
     if not 1 <= args.quality <= 100:
         raise CommandError(f"--quality: expected an int in 1..100, got {args.quality}")
-    kind, matrix = _transform_from_args(args)
+    kind, numbers = _transform_from_args(args)
     size = _parse_size(args.size) if args.size else None
     try:
         image = read_image(args.image)  # (C, H, W)
@@ -104,16 +100,23 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot read image {args.image!r}: {e.reason}") from None
     C, H, W = image.shape
     size = size or (H, W)
+    _check_fits_in_memory(size, C)
 
-    if kind == "theta":
-        theta = matrix[None]  # (1, 2, 3)
-        transform = "affine"
+    if kind == "simple":
+        deg, scale, t, sh = numbers
+        matrix = transforms.pixel_affine((H, W), size, degrees=deg, scale=scale, translate=t,
+                                         shear=sh, dtype=torch.float64)  # (1, 2, 3)
+        flag = "--rotate/--scale/--translate/--shear"
     else:
-        if kind == "simple":
-            matrix = _simple_matrix(args, (H, W), size)
+        rows = 3 if kind == "homography" else 2
+        matrix = torch.tensor(numbers, dtype=torch.float64).reshape(1, rows, 3)
+        flag = "--" + kind
+    transforms.check_invertible(matrix, name=flag, fn="stnkit warp")
+    if kind == "theta":
+        theta, transform = matrix, "affine"
+    else:
         transform = "projective" if kind == "homography" else "affine"
-        theta = transforms.from_pixel(matrix[None], (H, W), size,
-                                      align_corners=args.align_corners)
+        theta = transforms.from_pixel(matrix, (H, W), size, align_corners=args.align_corners)
         if transform == "projective":
             theta = _flip_to_front(theta)
     theta = theta.to(torch.float32)
@@ -128,8 +131,35 @@ def run(args: argparse.Namespace) -> int:
         a = y[-1:].clamp(0.0, 1.0)
         colour = torch.where(a > 1e-6, y[:-1] / a.clamp_min(1e-6), torch.zeros_like(y[:-1]))
         y = torch.cat([colour, a], dim=0)
-    write_image(args.output, y, quality=args.quality)
+    write_image(args.out, y, quality=args.quality)
+    wrote(args, args.out, f"{size[0]}x{size[1]}, {_CHANNELS[C]}, {kind} transform")
     return 0
+
+
+_CHANNELS = {1: "grey", 2: "grey + alpha", 3: "RGB", 4: "RGBA"}
+
+# Bytes per output pixel while warping, beyond the input: the sampling grid (2 float32), the
+# output (C float32), its float64 copy while rounding and the uint8 result (C + 8 C + C): an
+# upper bound, 8 + 16 C.
+_BYTES_PER_PIXEL = (8, 16)
+
+
+def total_memory() -> int | None:
+    """Physical memory of this machine in bytes, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_fits_in_memory(size: tuple[int, int], channels: int) -> None:
+    """Refuse, in one line, an output whose warp needs more than the machine's memory."""
+    need = size[0] * size[1] * (_BYTES_PER_PIXEL[0] + _BYTES_PER_PIXEL[1] * channels)
+    have = total_memory()
+    if have is not None and need > have:
+        raise CommandError(f"--size: a {size[0]}x{size[1]} output of {channels} channel(s) "
+                           f"needs about {need / 2**30:.3g} GiB of memory; this machine has "
+                           f"{have / 2**30:.3g} GiB")
 
 
 def _number(text: str, flag: str) -> float:
@@ -142,12 +172,12 @@ def _number(text: str, flag: str) -> float:
     return value
 
 
-def _numbers(text: str, count: int, flag: str) -> np.ndarray:
+def _numbers(text: str, count: int, flag: str) -> list[float]:
     parts = [p.strip() for p in text.split(",")]
     if len(parts) != count:
         raise CommandError(f"{flag}: expected {count} comma-separated numbers, got {len(parts)} "
                            f"({text!r})")
-    return np.array([_number(p, flag) for p in parts], dtype=np.float64)
+    return [_number(p, flag) for p in parts]
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -158,23 +188,12 @@ def _parse_size(text: str) -> tuple[int, int]:
     h, w = int(m.group(1)), int(m.group(2))
     if h <= 0 or w <= 0:
         raise CommandError(f"--size: expected a positive height and width, got {text!r}")
-    if h * w > 1 << 28:
-        raise CommandError(f"--size: expected at most 2**28 pixels, got {text!r}")
     return h, w
 
 
-def _check_invertible(m: np.ndarray, flag: str) -> None:
-    """m: (2, 3) affine or (3, 3) homography. Singular (or nearly) -> CommandError."""
-    a = m[:2, :2] if m.shape == (2, 3) else m
-    det = float(np.linalg.det(a))
-    scale = float(np.abs(a).max()) ** a.shape[0]
-    if not math.isfinite(det) or abs(det) <= 1e-12 * scale or scale == 0.0:
-        raise CommandError(f"{flag}: expected an invertible matrix, got a singular one "
-                           f"(determinant {det:.3g})")
-
-
-def _transform_from_args(args: argparse.Namespace) -> tuple[str, torch.Tensor | None]:
-    """Which kind of transform was asked for and, except for "simple", its matrix."""
+def _transform_from_args(args: argparse.Namespace) -> tuple[str, object]:
+    """Which kind of transform was asked for, and its numbers (validated, before the image is
+    read): (degrees, scale, (tx, ty), (sx, sy)) for "simple", else the matrix entries."""
     given = {
         "simple": [f for f in ("rotate", "scale", "translate", "shear")
                    if getattr(args, f) is not None],
@@ -190,15 +209,8 @@ def _transform_from_args(args: argparse.Namespace) -> tuple[str, torch.Tensor | 
                            "--homography")
     kind = kinds[0] if kinds else "simple"
     if kind == "simple":
-        # Validate now, before reading the image; the matrix needs the sizes.
-        _simple_parameters(args)
-        return kind, None
-    if kind == "homography":
-        m = _numbers(args.homography, 9, "--homography").reshape(3, 3)
-    else:
-        m = _numbers(getattr(args, kind), 6, "--" + kind).reshape(2, 3)
-    _check_invertible(m, "--" + kind)
-    return kind, torch.from_numpy(m)
+        return kind, _simple_parameters(args)
+    return kind, _numbers(getattr(args, kind), 9 if kind == "homography" else 6, "--" + kind)
 
 
 def _simple_parameters(args: argparse.Namespace) -> tuple[float, float, tuple, tuple]:
@@ -209,43 +221,13 @@ def _simple_parameters(args: argparse.Namespace) -> tuple[float, float, tuple, t
         raise CommandError(f"--scale: expected a positive number, got {args.scale!r}")
     t = tuple(_number(v, "--translate") for v in args.translate) if args.translate else (0.0, 0.0)
     sh = tuple(_number(v, "--shear") for v in args.shear) if args.shear else (0.0, 0.0)
-    if abs(1.0 - sh[0] * sh[1]) <= 1e-12:
-        raise CommandError(f"--shear: expected SX * SY != 1, got {args.shear[0]} {args.shear[1]} "
-                           "(a singular matrix)")
     return deg, scale, t, sh
 
 
-def simple_matrix(size_in: tuple[int, int], size_out: tuple[int, int], *, rotate: float = 0.0,
-                  scale: float = 1.0, translate: tuple[float, float] = (0.0, 0.0),
-                  shear: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
-    """The (2, 3) float64 pixel matrix (input to output, OpenCV convention) of the simple flags.
-
-    ``M = T(c_out + translate) . R(rotate) . S(scale) . Sh(shear) . T(-c_in)`` with
-    ``c = ((W - 1) / 2, (H - 1) / 2)``; ``rotate`` in degrees, counter-clockwise as displayed.
-    """
-    (h_in, w_in), (h_out, w_out) = size_in, size_out
-    a = math.radians(rotate)
-    cos, sin = math.cos(a), math.sin(a)
-    rot = np.array([[cos, sin, 0.0], [-sin, cos, 0.0], [0.0, 0.0, 1.0]])
-    sca = np.diag([scale, scale, 1.0])
-    she = np.array([[1.0, shear[0], 0.0], [shear[1], 1.0, 0.0], [0.0, 0.0, 1.0]])
-    to_origin = np.array([[1.0, 0.0, -(w_in - 1) / 2], [0.0, 1.0, -(h_in - 1) / 2],
-                          [0.0, 0.0, 1.0]])
-    back = np.array([[1.0, 0.0, (w_out - 1) / 2 + translate[0]],
-                     [0.0, 1.0, (h_out - 1) / 2 + translate[1]], [0.0, 0.0, 1.0]])
-    return (back @ rot @ sca @ she @ to_origin)[:2]
-
-
-def _simple_matrix(args: argparse.Namespace, size_in: tuple[int, int],
-                   size_out: tuple[int, int]) -> torch.Tensor:
-    deg, scale, t, sh = _simple_parameters(args)
-    m = simple_matrix(size_in, size_out, rotate=deg, scale=scale, translate=t, shear=sh)
-    _check_invertible(m, "--rotate/--scale/--translate/--shear")
-    return torch.from_numpy(m)
-
-
-def _flip_to_front(theta: torch.Tensor) -> torch.Tensor:
+def _flip_to_front(theta):
     """A homography and its negative are the same map, but only points with homogeneous
     coordinate w > 0 are sampled: choose the sign that puts the output centre in front."""
+    import torch
+
     w_centre = theta[:, 2, 2]  # w at the normalised output centre (0, 0)
     return torch.where(w_centre[:, None, None] < 0, -theta, theta)

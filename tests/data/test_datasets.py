@@ -140,8 +140,7 @@ def test_cache_is_written_once_and_reused(tmp_path, count_generations):
     assert [e["path"] for e in cached_datasets(cache=tmp_path)] == [entry]
 
 
-@pytest.mark.parametrize("change", ["params", "seed", "split", "source", "generator_version",
-                                    "generator_code"])
+@pytest.mark.parametrize("change", ["params", "seed", "split", "source", "generator_version"])
 def test_a_change_never_reuses_a_stale_cache(tmp_path, count_generations, monkeypatch, change):
     base = _make(tmp_path)
     kwargs = {}
@@ -153,8 +152,6 @@ def test_a_change_never_reuses_a_stale_cache(tmp_path, count_generations, monkey
         monkeypatch.setattr(datasets_module, "source_md5", lambda split, root: ("a" * 32, "b" * 32))
     elif change == "generator_version":
         monkeypatch.setattr(datasets_module, "GENERATOR_VERSION", 99)
-    elif change == "generator_code":
-        monkeypatch.setattr(datasets_module, "_code_hash", lambda: "0" * 16)
     if change == "split":
         other = DistortedMNIST("R", "train", root="embedded", cache=tmp_path, progress=False)
     else:
@@ -275,3 +272,92 @@ def test_bad_arguments(tmp_path):
         DistortedMNIST("T", "test", root="embedded", cache=tmp_path, workers=0)
     with pytest.raises(FileNotFoundError, match=r"offline mode"):
         DistortedMNIST("T", "test", root=tmp_path / "empty", offline=True)
+
+
+# --------------------------------------------------------------------------- the cache key
+
+
+def _key(variant="RTS", split="test", seed=0, params=None, root="embedded"):
+    from stnkit.data.distortions import resolve_params
+
+    p = resolve_params(variant, params, fn="test")
+    return datasets_module._entry_name(datasets_module._cache_key(variant, split, seed, p, root))
+
+
+def test_cache_key_changes_with_each_parameter(monkeypatch):
+    from stnkit.data.distortions import VARIANTS
+
+    base = _key()
+    names = {base}
+    changed = [_key(variant="R"), _key(split="train"), _key(seed=1)]
+    for name, value in VARIANTS["RTS"].defaults.items():  # every parameter of the variant
+        other = ([v + 1 for v in value] if isinstance(value, (tuple, list))
+                 else not value if isinstance(value, bool) else value + 1)
+        changed.append(_key(params={name: other}))
+    monkeypatch.setattr(datasets_module, "source_md5", lambda split, root: ("a" * 32, "b" * 32))
+    changed.append(_key())
+    monkeypatch.undo()
+    for attr, value in (("GENERATOR_VERSION", 99), ("CHUNK", 128), ("CACHE_FORMAT", 99)):
+        monkeypatch.setattr(datasets_module, attr, value)
+        changed.append(_key())
+        monkeypatch.undo()
+    monkeypatch.setattr(datasets_module, "warp_backend", lambda: "other")
+    changed.append(_key())
+    monkeypatch.undo()
+    for module in (datasets_module.torch, datasets_module.np):
+        monkeypatch.setattr(module, "__version__", "0.0")
+        changed.append(_key())
+        monkeypatch.undo()
+    names.update(changed)
+    assert len(names) == len(changed) + 1, "a parameter that does not change the key"
+    assert _key() == base
+
+
+def test_cache_key_does_not_hash_source_code(monkeypatch):
+    """Editing a comment in the generator or the ops keeps every cache (the version constant,
+    not the source, says when the data changed)."""
+    import pathlib
+
+    base = _key()
+    real = pathlib.Path.read_bytes
+
+    def edited(self):
+        data = real(self)
+        return data + b"\n# an edited comment\n" if self.suffix == ".py" else data
+
+    monkeypatch.setattr(pathlib.Path, "read_bytes", edited)
+    assert _key() == base
+
+
+# sha256 of images + labels of samples 0-3 of each variant (test split, seed 0, embedded),
+# by warp backend, for the torch version they were computed with. A change here means the
+# generated data changed: bump GENERATOR_VERSION (stnkit/data/distortions.py) and update.
+PINNED = {
+    ("numba", "1"): {
+        "R": "7a05e1a66433a734", "RTS": "e48230f2455aa0a7", "P": "380c89978db5fa9d",
+        "E": "1804a07864a8c9c6", "T": "1ec99839d2018c07", "TC": "b3b66719482806cb",
+        "addition": "3188cae2d95e4022", "colocalisation": "1251091d12559467",
+    },
+}
+PINNED_TORCH = "2.13.0"
+
+
+def test_generated_bytes_are_pinned():
+    import hashlib
+
+    from stnkit.data import GENERATOR_VERSION, generate
+    from stnkit.data.distortions import warp_backend
+
+    backend = warp_backend()
+    pinned = PINNED.get((backend, str(GENERATOR_VERSION)))
+    if pinned is None or not torch.__version__.startswith(PINNED_TORCH):
+        pytest.skip(f"no pinned bytes for backend {backend}, generator version "
+                    f"{GENERATOR_VERSION}, torch {torch.__version__}")
+    got = {}
+    for variant in pinned:
+        images, labels, _ = generate(variant, "test", seed=0, root="embedded", indices=range(4))
+        h = hashlib.sha256(np.ascontiguousarray(images).tobytes())
+        h.update(np.ascontiguousarray(labels).tobytes())
+        got[variant] = h.hexdigest()[:16]
+    assert got == pinned, ("the generated data changed: bump GENERATOR_VERSION in "
+                           "stnkit/data/distortions.py and update PINNED")

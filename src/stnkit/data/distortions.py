@@ -94,7 +94,11 @@ __all__ = [
 ]
 
 GENERATOR_VERSION = 1
-"""Bump when a generator's output changes for the same parameters (invalidates caches)."""
+"""Version of the generated data: bump it whenever the bytes a generator produces for the same
+variant, split, seed and parameters change, whether the change is here or in the ops it
+warps with (``stnkit.ops`` grids, samplers, kernels). It is part of the dataset cache key
+(:mod:`stnkit.data.datasets`), so a bump invalidates every cache and nothing else does;
+``tests/data/test_datasets.py::test_generated_bytes_are_pinned`` fails until it is bumped."""
 
 _SPLIT_IDS = {"train": 0, "test": 1}
 _DIGIT = 28

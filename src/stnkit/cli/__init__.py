@@ -46,6 +46,7 @@ COMMANDS: dict[str, str] = {
     "warp": "stnkit.cli.warp",
     "models": "stnkit.cli.models",
     "data": "stnkit.cli.data",
+    "export": "stnkit.cli.export",
 }
 
 # errnos of OSErrors a user can act on (the file they named, their disk): one line.

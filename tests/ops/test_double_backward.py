@@ -284,3 +284,36 @@ def test_third_derivative_raises(make_grid):
     assert h.requires_grad, "the second derivative lost its graph"
     with pytest.raises(StnkitValueError, match="sample: expected derivatives of order at most 2"):
         torch.autograd.grad(h.sum(), x)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_nonfinite_points_get_zero_second_derivatives(mode, padding):
+    """A NaN/Inf point samples 0 and gets 0 gradient; its second derivatives are 0 too, and
+    the finite points are unaffected by it."""
+    g = torch.Generator().manual_seed(17)
+    x = torch.randn(1, 2, 4, 5, generator=g, dtype=F64)
+    nan, inf = float("nan"), float("inf")
+    grid = torch.tensor([[[[0.13, 0.27], [nan, 0.3], [inf, 0.0], [0.3, -inf], [-0.41, 0.62]]]],
+                        dtype=F64)
+    grad_out = torch.randn(1, 2, 1, 5, generator=g, dtype=F64)
+    vx = torch.randn(x.shape, generator=g, dtype=F64)
+    vg = torch.randn(grid.shape, generator=g, dtype=F64)
+    kw = dict(mode=mode, padding_mode=padding, align_corners=False)
+    d_x, d_grid, d_go = _hvp(lambda u, v: sample(u, v, **kw), x, grid, grad_out, vx, vg)
+    assert torch.all(d_grid[..., 1:4, :] == 0) and torch.all(d_go[..., 1:4] == 0), d_grid
+    keep = [0, 4]
+    ref = _hvp(lambda u, v: sample(u, v, **kw), x, grid[..., keep, :], grad_out[..., keep],
+               vx, vg[..., keep, :])
+    _close(d_x, ref[0], "d input")
+    _close(d_grid[..., keep, :], ref[1], "d grid")
+    _close(d_go[..., keep], ref[2], "d grad_output")
+    assert d_grid[..., keep, :].abs().min() > 1e-6, d_grid
+
+
+def test_empty_batch():
+    x = torch.randn(0, 2, 4, 5, dtype=F64)
+    grid = torch.zeros(0, 3, 3, 2, dtype=F64)
+    grad_out = torch.zeros(0, 2, 3, 3, dtype=F64)
+    res = _hvp(sample, x, grid, grad_out, torch.ones_like(x), torch.ones_like(grid))
+    assert [r.shape for r in res] == [x.shape, grid.shape, grad_out.shape]

@@ -50,8 +50,9 @@ d^2 V / dx^2 = 0 (piecewise linear) while d^2 V / dx dy is not; bicubic uses k''
 (k'' jumps at the knots); the clip / reflection multipliers are piecewise constant, so their
 derivative is 0 everywhere (also at clip and fold points, where the multiplier itself is 0, so
 every second-order term through that coordinate is 0); nearest: grad_grid is identically 0 and
-grad_input depends on the grid only through integer taps, so the grid gets 0 there too. A
-third derivative raises StnkitValueError (the double backward is not differentiable again).
+grad_input depends on the grid only through integer taps, so the grid gets 0 there too; a
+point with a NaN/Inf coordinate gets 0 second derivatives, as it gets 0 first ones. A third
+derivative raises StnkitValueError (the double backward is not differentiable again).
 
 Non-finite coordinates: a grid point with any NaN or +-Inf coordinate is outside the image in
 every padding mode: it samples 0 and gets 0 gradient (grid and input). Finite coordinates,

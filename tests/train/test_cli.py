@@ -172,6 +172,7 @@ def reference_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # ~50-70 s on 2 cores (pytest --durations)
 def test_sigkill_then_resume_is_bitwise_identical(tmp_path, reference_run):
     run = tmp_path / "run"
     proc = _start(run)
@@ -190,6 +191,7 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path, reference_run):
         sorted(p.name for p in (reference_run / "snapshots").iterdir())
 
 
+@pytest.mark.slow  # ~50-70 s on 2 cores (pytest --durations)
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, reference_run):
     run = tmp_path / "run"
     proc = _start(run)

@@ -159,3 +159,12 @@ def test_largest_seed_trains(tmp_path):
 def test_positions_must_fit_int64(tmp_path):
     with pytest.raises(StnkitValueError, match=r"config.iterations \* config.batch_size < 2\*\*63"):
         tiny_config(tmp_path / "run", iterations=2**62, batch_size=4)
+
+
+def test_a_learning_rate_schedule_that_overflows_is_refused(tmp_path):
+    """lr_gamma ** (step // lr_step) past the float range: an OverflowError mid-run before."""
+    cfg = tiny_config(tmp_path / "run", lr_gamma=10.0, lr_step=1, iterations=400)
+    with pytest.raises(StnkitValueError, match=r"train: expected config.lr_gamma a factor that "
+                                               r"keeps the learning rate finite for 400 iterations"):
+        check_config(cfg)
+    check_config(tiny_config(tmp_path / "run", lr_gamma=10.0, lr_step=100, iterations=400))

@@ -38,6 +38,7 @@ def test_shards_partition_the_global_batch():
     assert torch.equal(BatchOrder(100, 12, seed=3).indices(9), order.indices(9))  # stateless
 
 
+@pytest.mark.slow  # ~50-70 s on 2 cores (pytest --durations)
 def test_torchrun_two_processes_match_one_process(tmp_path):
     ddp, single = tmp_path / "ddp", tmp_path / "single"
     entry = Path(__file__).with_name("_torchrun_entry.py")  # stnkit train + a thread check
@@ -71,6 +72,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     assert (ddp / "checkpoint.json").read_bytes() == before
 
 
+@pytest.mark.slow  # ~50-70 s on 2 cores (pytest --durations)
 def test_torchrun_reproduce_joins_once_and_matches_one_process(tmp_path):
     """``torchrun ... stnkit reproduce``: every cell trains once (one log line each, from rank
     0), the tables equal a single-process reproduction's, and a rerun finds every cell done.

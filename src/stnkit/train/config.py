@@ -310,6 +310,16 @@ def check_config(cfg: Any, *, fn: str = "train") -> TrainConfig:
                  error=TypeError if not isinstance(v, (int, float)) or isinstance(v, bool) else ValueError)
         if v < 0 or (name in ("lr", "lr_gamma") and v == 0):
             fail(fn, f"config.{name}", "a positive number" if name in ("lr", "lr_gamma") else "a number >= 0", repr(v))
+    if cfg.lr_step > 0 and cfg.lr_gamma > 1:  # a growing schedule must stay a float
+        try:
+            top = cfg.lr * max(cfg.localization_lr_mult, 1.0) * \
+                cfg.lr_gamma ** (cfg.iterations // cfg.lr_step)
+        except OverflowError:
+            top = math.inf
+        if not math.isfinite(top):
+            fail(fn, "config.lr_gamma", f"a factor that keeps the learning rate finite for "
+                 f"{cfg.iterations} iterations (lr * lr_gamma ** (iterations // lr_step) "
+                 "overflows)", repr(cfg.lr_gamma))
     if cfg.data_dir is not None and not isinstance(cfg.data_dir, str):
         fail(fn, "config.data_dir", "None or a string", repr(cfg.data_dir), error=TypeError)
     if cfg.deterministic not in (None, True, False):

@@ -216,3 +216,11 @@ def test_eval_prints_what_it_wrote_and_quiet_silences_it(monkeypatch, capsys, tm
     assert "\nwrote " not in out and "test error 12.50%" in out
     assert main(["eval", str(tmp_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == result  # nothing but the JSON
+
+
+def test_a_nested_command_names_itself_in_its_one_line_errors(monkeypatch, capsys):
+    import stnkit.cli.data
+
+    monkeypatch.setattr(stnkit.cli.data, "_info", lambda args: fail("info", "x", "y", "z"))
+    assert main(["data", "info"]) == 1
+    assert capsys.readouterr().err == "stnkit data info: error: info: expected x y, got z\n"

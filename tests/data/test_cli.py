@@ -47,7 +47,7 @@ def test_show_offline_without_data_is_a_one_line_error(tmp_path, capsys):
                str(tmp_path / "nothing"), "--offline"])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and "\n" not in err
-    assert err.startswith("stnkit data: error: load_mnist: MNIST test file(s)")
+    assert err.startswith("stnkit data show: error: load_mnist: ") and "MNIST test file(s)" in err
     assert "offline mode" in err and not (tmp_path / "g.png").exists()
 
 

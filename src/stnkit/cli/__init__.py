@@ -10,7 +10,7 @@ Errors:
 - bad flags exit 2 with the subcommand's usage, as argparse does;
 - a :class:`stnkit.StnkitError` (an error stnkit raises on purpose: bad value, bad file,
   missing optional dependency; :class:`CommandError` is one) prints one line,
-  ``stnkit <command>: error: <message>``, exit status 1;
+  ``stnkit <command>: error: <message>`` (``stnkit data show: error: ...``), exit status 1;
 - so does an ``OSError`` whose errno says what the operating system refused about a file
   (:data:`USER_ERRNOS`: no such file, permission denied, is a directory, disk full,
   read-only file system, ...): the user named that file or can fix the machine. An OSError
@@ -90,11 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(e: BaseException, command: str) -> str | None:
+def _one_line(e: BaseException, prog: str) -> str | None:
     """The message of an error a user can fix, or None for a bug."""
     if isinstance(e, StnkitError):
         message = str(e)
-        prefix = f"stnkit {command}: "  # CLI code may name itself as ``fn``: no stutter
+        prefix = f"{prog}: "  # CLI code may name itself as ``fn``: no stutter
         return message[len(prefix):] if message.startswith(prefix) else message
     if isinstance(e, OSError) and e.errno in USER_ERRNOS:
         return f"{os.fspath(e.filename)}: {e.strerror}" if e.filename is not None else \
@@ -111,16 +111,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help(sys.stderr)
         return 2
+    prog = args._parser.prog  # "stnkit data show", as in the usage errors
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
-        print(f"stnkit {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except (StnkitError, OSError) as e:
-        message = _one_line(e, args.command)
+        message = _one_line(e, prog)
         if message is None or os.environ.get("STNKIT_DEBUG"):
             raise
-        print(f"stnkit {args.command}: error: {message}", file=sys.stderr)
+        print(f"{prog}: error: {message}", file=sys.stderr)
         return 1
 
 

@@ -51,6 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from stnkit import ops
+from stnkit.ops.grids import tps_matrix
 from stnkit.ops.warp import BACKENDS, MODES, PADDING_MODES
 from stnkit._checks import (
     check_choice,
@@ -344,6 +345,7 @@ class SpatialTransformer(nn.Module):
         # ops.warp's default TPS dst_points are our lattice when the grid is square (tested);
         # passing dst_points explicitly would keep warp off its fused kernels.
         self._tps_via_warp = self.tps_grid is not None and self.tps_grid[0] == self.tps_grid[1]
+        self._tps_matrices: dict[tuple, Tensor] = {}  # (size, dtype, device) -> tps_matrix
 
     # -- checks ------------------------------------------------------------------------------
     def _check_input(self, x: Tensor, fn: str) -> None:
@@ -407,6 +409,20 @@ class SpatialTransformer(nn.Module):
         dst = None
         if self._grid == "tps" and not self._tps_via_warp:
             dst = self.regressor.control_points.to(dtype=theta.dtype, device=theta.device)
+        if self._grid == "tps" and self.backend in ("auto", "torch"):  # what warp would run
+            # The spline's matrix is solved once per size, dtype and device, not per call
+            # (and its data-dependent checks stay out of torch.export / ONNX traces).
+            work = torch.float32 if theta.dtype in (torch.float16, torch.bfloat16) else theta.dtype
+            key = (tuple(size), work, str(theta.device))
+            if key not in self._tps_matrices:
+                self._tps_matrices[key] = tps_matrix(
+                    size, dst_points=dst, k=self.regressor.num_params // 2,
+                    align_corners=self.align_corners, dtype=work, device=theta.device)
+            grid = ops.tps_grid(theta, size, dst_points=dst, align_corners=self.align_corners,
+                                matrix=self._tps_matrices[key])
+            out = ops.sample(x, grid, mode=self.mode, padding_mode=self.padding_mode,
+                             align_corners=self.align_corners)
+            return (out, theta) if return_theta else out
         out = ops.warp(x, theta, transform=self._grid, size=size, mode=self.mode,
                        padding_mode=self.padding_mode, align_corners=self.align_corners,
                        backend=self.backend, dst_points=dst)

@@ -314,6 +314,20 @@ def _bad(tmp_path, capsys, args, match):
     assert list(out.parent.iterdir()) == [], "left a file behind"
 
 
+def _usage(tmp_path, capsys, args, match):
+    """A bad flag value: exit status 2 with warp's usage and the message, no output file."""
+    out = tmp_path / "out" / "result.png"
+    out.parent.mkdir(exist_ok=True)
+    with pytest.raises(SystemExit) as e:
+        main(["warp", *[a.replace("{OUT}", str(out)) for a in args]])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("usage: stnkit warp "), err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("stnkit warp: error: argument "), err
+    assert __import__("re").search(match, last), f"{match!r} not in {last!r}"
+    assert list(out.parent.iterdir()) == [], "left a file behind"
+
+
 @pytest.fixture
 def image_file(tmp_path):
     return save(tmp_path / "img.png", smooth_image(10, 12, 1))
@@ -355,7 +369,7 @@ def test_truncated_image(tmp_path, capsys):
     (["--shear", "inf", "0"], r"--shear: expected a finite number"),
 ])
 def test_bad_numbers(tmp_path, capsys, image_file, args, match):
-    _bad(tmp_path, capsys, [image_file, "-o", "{OUT}", *args], match)
+    _usage(tmp_path, capsys, [image_file, "-o", "{OUT}", *args], match)
 
 
 @pytest.mark.parametrize("args", [
@@ -379,12 +393,22 @@ def test_singular_matrix(tmp_path, capsys, image_file, args):
     ("2.5x4", r"--size: expected HxW"),
 ])
 def test_bad_size(tmp_path, capsys, image_file, size, match):
-    _bad(tmp_path, capsys, [image_file, "-o", "{OUT}", f"--size={size}"], match)
+    _usage(tmp_path, capsys, [image_file, "-o", "{OUT}", f"--size={size}"], match)
+
+
+@pytest.mark.parametrize("quality", ["0", "101", "high"])
+def test_bad_quality(tmp_path, capsys, image_file, quality):
+    _usage(tmp_path, capsys, [image_file, "-o", "{OUT}", "--quality", quality],
+           rf"--quality: expected an int in 1\.\.100, got '{quality}'")
 
 
 def test_two_kinds_of_transform(tmp_path, capsys, image_file):
-    _bad(tmp_path, capsys, [image_file, "-o", "{OUT}", "--rotate", "3", "--theta", "1,0,0,0,1,0"],
-         r"expected one kind of transform, got --rotate, --theta")
+    with pytest.raises(SystemExit) as e:
+        main(["warp", image_file, "-o", str(tmp_path / "o.png"), "--rotate", "3", "--theta",
+              "1,0,0,0,1,0"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("usage: stnkit warp "), err
+    assert "expected one kind of transform, got --rotate, --theta" in err, err
 
 
 def test_unknown_output_format(tmp_path, capsys, image_file):

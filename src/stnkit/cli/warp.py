@@ -49,21 +49,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--out", "--output", dest="out", metavar="OUT", required=True,
                         help="output file; its suffix picks the format (.png, .jpg, ...)")
     simple = parser.add_argument_group("simple transforms (pixel space, about the centre)")
-    simple.add_argument("--rotate", metavar="DEG", help="rotate DEG degrees counter-clockwise")
-    simple.add_argument("--scale", metavar="S", help="scale by S > 0 (2 doubles the size)")
-    simple.add_argument("--translate", metavar=("TX", "TY"), nargs=2,
+    simple.add_argument("--rotate", metavar="DEG", type=_finite,
+                        help="rotate DEG degrees counter-clockwise")
+    simple.add_argument("--scale", metavar="S", type=_positive,
+                        help="scale by S > 0 (2 doubles the size)")
+    simple.add_argument("--translate", metavar=("TX", "TY"), nargs=2, type=_finite,
                         help="shift by TX pixels right and TY pixels down")
-    simple.add_argument("--shear", metavar=("SX", "SY"), nargs=2,
+    simple.add_argument("--shear", metavar=("SX", "SY"), nargs=2, type=_finite,
                         help="shear: x' = x + SX*y, y' = y + SY*x (about the centre)")
     full = parser.add_argument_group("full transforms (instead of the simple ones)")
-    full.add_argument("--theta", metavar="a,b,c,d,e,f",
+    full.add_argument("--theta", metavar="a,b,c,d,e,f", type=_numbers(6),
                       help="normalised 2x3 theta mapping output to input coordinates")
-    full.add_argument("--matrix", metavar="m00,...,m12",
+    full.add_argument("--matrix", metavar="m00,...,m12", type=_numbers(6),
                       help="2x3 pixel matrix, input to output (OpenCV warpAffine convention)")
-    full.add_argument("--homography", metavar="h00,...,h22",
+    full.add_argument("--homography", metavar="h00,...,h22", type=_numbers(9),
                       help="3x3 pixel homography, input to output (OpenCV warpPerspective)")
     out = parser.add_argument_group("output")
-    out.add_argument("--size", metavar="HxW",
+    out.add_argument("--size", metavar="HxW", type=_size,
                      help="output size, e.g. 480x640 (default: the input's)")
     out.add_argument("--mode", choices=("bilinear", "nearest", "bicubic"), default="bilinear",
                      help="interpolation (default: bilinear)")
@@ -73,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="-1 and 1 are the centres of the corner pixels (default: their outer "
                           "edges); changes the meaning of --theta and where reflection "
                           "padding mirrors (pixel centres, not edges)")
-    out.add_argument("--quality", metavar="Q", type=int, default=95,
+    out.add_argument("--quality", metavar="Q", type=_quality, default=95,
                      help="JPEG/WebP quality 1-100 (default: 95)")
     add_quiet(out, progress=False)
 
@@ -90,26 +92,24 @@ def run(args: argparse.Namespace) -> int:
     if os.path.splitext(args.out)[1].lower() not in FORMATS:
         raise CommandError(f"cannot write {args.out!r}: unknown image format; use a .png, "
                            ".jpg, .bmp, .tif or .webp name")
-    if not 1 <= args.quality <= 100:
-        raise CommandError(f"--quality: expected an int in 1..100, got {args.quality}")
-    kind, numbers = _transform_from_args(args)
-    size = _parse_size(args.size) if args.size else None
+    kind = _transform_kind(args)
     try:
         image = read_image(args.image)  # (C, H, W)
     except ImageReadError as e:
         raise CommandError(f"cannot read image {args.image!r}: {e.reason}") from None
     C, H, W = image.shape
-    size = size or (H, W)
+    size = args.size or (H, W)
     _check_fits_in_memory(size, C)
 
     if kind == "simple":
-        deg, scale, t, sh = numbers
-        matrix = transforms.pixel_affine((H, W), size, degrees=deg, scale=scale, translate=t,
-                                         shear=sh, dtype=torch.float64)  # (1, 2, 3)
+        matrix = transforms.pixel_affine(
+            (H, W), size, degrees=args.rotate or 0.0, scale=args.scale or 1.0,
+            translate=tuple(args.translate or (0.0, 0.0)), shear=tuple(args.shear or (0.0, 0.0)),
+            dtype=torch.float64)  # (1, 2, 3)
         flag = "--rotate/--scale/--translate/--shear"
     else:
         rows = 3 if kind == "homography" else 2
-        matrix = torch.tensor(numbers, dtype=torch.float64).reshape(1, rows, 3)
+        matrix = torch.tensor(getattr(args, kind), dtype=torch.float64).reshape(1, rows, 3)
         flag = "--" + kind
     transforms.check_invertible(matrix, name=flag, fn="stnkit warp")
     if kind == "theta":
@@ -162,38 +162,61 @@ def _check_fits_in_memory(size: tuple[int, int], channels: int) -> None:
                            f"{have / 2**30:.3g} GiB")
 
 
-def _number(text: str, flag: str) -> float:
+# Flag values are checked by argparse (exit 2 with the usage, as in every command).
+
+
+def _finite(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise CommandError(f"{flag}: expected a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not math.isfinite(value):
-        raise CommandError(f"{flag}: expected a finite number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
 
 
-def _numbers(text: str, count: int, flag: str) -> list[float]:
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) != count:
-        raise CommandError(f"{flag}: expected {count} comma-separated numbers, got {len(parts)} "
-                           f"({text!r})")
-    return [_number(p, flag) for p in parts]
+def _positive(text: str) -> float:
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
-def _parse_size(text: str) -> tuple[int, int]:
+def _numbers(count: int):
+    def parse(text: str) -> list[float]:
+        parts = [p.strip() for p in text.split(",")]
+        if len(parts) != count:
+            raise argparse.ArgumentTypeError(
+                f"expected {count} comma-separated numbers, got {len(parts)} ({text!r})")
+        return [_finite(p) for p in parts]
+
+    parse.__name__ = f"{count} numbers"
+    return parse
+
+
+def _size(text: str) -> tuple[int, int]:
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if m is None:
-        raise CommandError(f"--size: expected HxW with two positive ints (e.g. 480x640), "
-                           f"got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected HxW with two positive ints (e.g. 480x640), "
+                                         f"got {text!r}")
     h, w = int(m.group(1)), int(m.group(2))
     if h <= 0 or w <= 0:
-        raise CommandError(f"--size: expected a positive height and width, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive height and width, got {text!r}")
     return h, w
 
 
-def _transform_from_args(args: argparse.Namespace) -> tuple[str, object]:
-    """Which kind of transform was asked for, and its numbers (validated, before the image is
-    read): (degrees, scale, (tx, ty), (sx, sy)) for "simple", else the matrix entries."""
+def _quality(text: str) -> int:
+    try:
+        q = int(text)
+    except ValueError:
+        q = 0
+    if not 1 <= q <= 100:
+        raise argparse.ArgumentTypeError(f"expected an int in 1..100, got {text!r}")
+    return q
+
+
+def _transform_kind(args: argparse.Namespace) -> str:
+    """Which kind of transform was asked for: "simple", "theta", "matrix" or "homography"."""
     given = {
         "simple": [f for f in ("rotate", "scale", "translate", "shear")
                    if getattr(args, f) is not None],
@@ -204,24 +227,10 @@ def _transform_from_args(args: argparse.Namespace) -> tuple[str, object]:
     kinds = [k for k, flags in given.items() if flags]
     if len(kinds) > 1:
         flags = ", ".join("--" + f for k in kinds for f in given[k])
-        raise CommandError(f"expected one kind of transform, got {flags}: use the simple flags "
+        args._parser.error(f"expected one kind of transform, got {flags}: use the simple flags "
                            "(--rotate/--scale/--translate/--shear) or one of --theta, --matrix, "
                            "--homography")
-    kind = kinds[0] if kinds else "simple"
-    if kind == "simple":
-        return kind, _simple_parameters(args)
-    return kind, _numbers(getattr(args, kind), 9 if kind == "homography" else 6, "--" + kind)
-
-
-def _simple_parameters(args: argparse.Namespace) -> tuple[float, float, tuple, tuple]:
-    """(degrees, scale, (tx, ty), (sx, sy)) of the simple flags, validated."""
-    deg = _number(args.rotate, "--rotate") if args.rotate is not None else 0.0
-    scale = _number(args.scale, "--scale") if args.scale is not None else 1.0
-    if scale <= 0:
-        raise CommandError(f"--scale: expected a positive number, got {args.scale!r}")
-    t = tuple(_number(v, "--translate") for v in args.translate) if args.translate else (0.0, 0.0)
-    sh = tuple(_number(v, "--shear") for v in args.shear) if args.shear else (0.0, 0.0)
-    return deg, scale, t, sh
+    return kinds[0] if kinds else "simple"
 
 
 def _flip_to_front(theta):

@@ -39,7 +39,9 @@ def check(model: Warps, x, theta, x_run, theta_run):
     """Export on (x, theta), run both on (x_run, theta_run) (another batch size).
 
     Tolerance per output point: TOL times max(1, |its source coordinate|), since a coordinate
-    u / w is itself known only to a few ulps of its size (w close to 0+ makes it large).
+    u / w is itself known only to a few ulps of its size (w close to 0+ makes it large);
+    capped at 4 for zeros / border padding, where beyond +-4 the output is exactly 0 / the
+    border pixel, not a matter of precision.
     """
     session = onnx_session(onnx_bytes(model, (x, theta)))
     names = [i.name for i in session.get_inputs()]
@@ -53,6 +55,8 @@ def check(model: Warps, x, theta, x_run, theta_run):
         else:
             grid = affine_grid(theta_run, model.size, align_corners=ac)
         scale = grid.nan_to_num(0.0, 0.0, 0.0).abs().amax(-1).clamp(min=1).unsqueeze(1)
+        if padding != "reflection":
+            scale = scale.clamp(max=4)
         err = ((got[i] - want[i]).abs() / scale).max().item()
         assert err <= TOL, (f"{model.transform} {(mode, padding, ac)}: max |onnx - torch| / "
                             f"max(1, |coordinate|) = {err:.3g} > {TOL}")

@@ -184,7 +184,8 @@ def test_pixel_round_trip(seed, in_size, out_size, align):
 def test_spatial_transformer(transform, batch, channels, side, other_c, out, backend, mode,
                              pad, align, seed):
     """A fresh transformer is the identity (output == input when the size is kept), and an
-    input whose channels differ from input_size is a clear error naming input."""
+    input whose channels or spatial size differ from input_size is a clear error naming
+    input (not the localisation net's matmul RuntimeError)."""
     nd = snn.TRANSFORMS[transform].dims
     in_size = (channels, *([side] * nd))
     loc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(math.prod(in_size), 4),
@@ -206,13 +207,15 @@ def test_spatial_transformer(transform, batch, channels, side, other_c, out, bac
         if batch:
             y.sum().backward()
             assert st_.regressor.linear.bias.grad is not None
-    bad = torch.randn(max(batch, 1), other_c + channels, *in_size[1:], generator=gen(seed))
-    try:
-        st_(bad)
-    except Exception as e:  # noqa: BLE001
-        assert_clear_error(e, "SpatialTransformer", ["input"])
-    else:
-        raise AssertionError(f"accepted {tuple(bad.shape)} with input_size={in_size}")
+    for shape in [(other_c + channels, *in_size[1:]),  # other channels
+                  (channels, *in_size[1:-1], in_size[-1] + other_c)]:  # other width
+        bad = torch.randn(max(batch, 1), *shape, generator=gen(seed))
+        try:
+            st_(bad)
+        except Exception as e:  # noqa: BLE001
+            assert_clear_error(e, "SpatialTransformer", ["input"])
+        else:
+            raise AssertionError(f"accepted {tuple(bad.shape)} with input_size={in_size}")
 
 
 @fuzz(1)

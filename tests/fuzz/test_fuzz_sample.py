@@ -38,10 +38,8 @@ def _run(x, grid, grad_out, **kw):
     xr = x.detach().clone().requires_grad_()
     gr = grid.detach().clone().requires_grad_()
     out = sample(layout_like(xr, x), layout_like(gr, grid), **kw)
-    if out.numel():
-        gx, gg = torch.autograd.grad(out, (xr, gr), grad_out)
-    else:
-        gx, gg = torch.zeros_like(xr), torch.zeros_like(gr)
+    assert out.requires_grad, "the output of a differentiable input lost its graph"
+    gx, gg = torch.autograd.grad(out, (xr, gr), grad_out)  # empty outputs too
     return out.detach(), gx, gg
 
 

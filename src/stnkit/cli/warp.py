@@ -2,8 +2,13 @@
 pass, without a network).
 
 Transforms are given in pixels (OpenCV's convention, so a pixel matrix gives the same picture
-as ``cv2.warpAffine`` / ``cv2.warpPerspective``) or as our normalised theta, then converted to
-theta with :func:`stnkit.ops.transforms.from_pixel` and applied with :func:`stnkit.ops.warp`.
+as ``cv2.warpAffine`` / ``cv2.warpPerspective``) or as our normalised theta. Everything but
+reading the flags is the library's: the simple flags are
+:func:`stnkit.ops.transforms.pixel_affine`, every matrix passes
+:func:`~stnkit.ops.transforms.check_invertible`, pixel matrices become theta with
+:func:`~stnkit.ops.transforms.from_pixel`, and :func:`stnkit.ops.warp` warps. An output whose
+warp would need more than the machine's physical memory is refused before anything is
+allocated.
 """
 
 from __future__ import annotations

@@ -30,19 +30,24 @@ deterministic)`` (ONNX opset >= 20, which has ``AffineGrid`` and N-D ``GridSampl
 
 from __future__ import annotations
 
+import importlib
+import logging
 import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch import Tensor, nn
 
 from stnkit._checks import check_tensor, fail
+from stnkit._errors import StnkitError
 from stnkit._io import atomic_write_bytes
+from stnkit.ops.grids import base_coordinates
 
-__all__ = ["OPSET", "onnx_bytes", "onnx_session", "run_onnx", "to_onnx", "translation_table",
-           "warp_to_onnx"]
+__all__ = ["OPSET", "MissingDependencyError", "onnx_bytes", "onnx_session", "run_onnx",
+           "to_onnx", "translation_table", "warp_to_onnx"]
 
 OPSET = 20
 """The default and the lowest ONNX opset: the first with AffineGrid and N-D GridSample."""
@@ -51,13 +56,17 @@ _MODES = {"bilinear": "linear", "nearest": "nearest"}
 _FAR = 4.0  # |normalised coordinate| beyond which zeros / border padding change nothing
 
 
-def _onnxscript():
+class MissingDependencyError(StnkitError, ImportError):
+    """onnx, onnxscript or onnxruntime (the ``onnx`` extra) is not installed; the message says
+    how to install it. An ImportError, so ``except ImportError`` still catches it."""
+
+
+def _require(module: str) -> ModuleType:
     try:
-        import onnxscript
+        return importlib.import_module(module)
     except ImportError as e:
-        raise ImportError("stnkit.export needs onnx, onnxscript and onnxruntime: "
-                          "pip install 'stnkit[onnx]'") from e
-    return onnxscript
+        raise MissingDependencyError(f"stnkit.export needs {module}, which is not installed "
+                                     f"({e}); install it with: pip install 'stnkit[onnx]'") from e
 
 
 def warp_to_onnx(input, theta, size: Sequence[int], transform: str, mode: str,
@@ -91,8 +100,6 @@ def warp_to_onnx(input, theta, size: Sequence[int], transform: str, mode: str,
         # theta @ the homogeneous output coordinates, a constant (n + 1, P) matrix: the
         # projective grid, and the affine one where AffineGrid differs (it puts a size-1
         # axis at -1 under align_corners, PyTorch at 0).
-        from stnkit.ops.grids import base_coordinates
-
         base = base_coordinates(tuple(size), ac, dtype=torch.float32).T.contiguous()
         coords = op.MatMul(theta, op.CastLike(op.Constant(value=_tensor_proto(base)), theta))
         if transform == "projective":  # coords (B, 3, P): rows u, v, w
@@ -124,16 +131,12 @@ def warp_to_onnx(input, theta, size: Sequence[int], transform: str, mode: str,
 
 
 def _tensor_proto(t: Tensor):
-    import onnx
-
-    return onnx.numpy_helper.from_array(t.numpy(), name="base")
+    return _require("onnx").numpy_helper.from_array(t.numpy(), name="base")
 
 
 def translation_table() -> dict[Callable, Callable]:
     """``custom_translation_table`` for ``torch.onnx.export``: stnkit's registered operators
     (``stnkit::warp`` when the Numba kernels import, ``stnkit::warp_triton`` when Triton's do)."""
-    import importlib
-
     for module in ("stnkit.ops.kernels.numba_cpu", "stnkit.ops.kernels.triton_gpu"):
         try:  # importing a kernel module registers its operator
             importlib.import_module(module)
@@ -149,19 +152,15 @@ def translation_table() -> dict[Callable, Callable]:
 
 def _quiet_export(*args, **kwargs):
     """``torch.onnx.export`` without its progress lines and its internal deprecation noise."""
-    import contextlib
-    import io
-    import logging
-
     logger = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = logger.level
     logger.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping torchvision::nms"
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning,
                                     message=r".*LeafSpec.*is deprecated")
             warnings.filterwarnings("ignore", message=r"# The axis name: .* will not be used")
-            return torch.onnx.export(*args, **kwargs)
+            return torch.onnx.export(*args, verbose=False, **kwargs)
     finally:
         logger.setLevel(level)
 
@@ -199,15 +198,16 @@ def onnx_bytes(model: nn.Module, example_input: Tensor | tuple[Tensor, ...], *,
         fail(fn, "opset", f">= {OPSET} (AffineGrid and N-D GridSample)", repr(opset))
     if not isinstance(dynamic_batch, bool):
         fail(fn, "dynamic_batch", "a bool", repr(dynamic_batch), error=TypeError)
-    _onnxscript()
+    for module in ("onnx", "onnxscript"):
+        _require(module)
     dynamic = tuple({0: torch.export.Dim.DYNAMIC} for _ in inputs) if dynamic_batch else None
     names = {"input_names": ["input"], "output_names": ["output"]} if len(inputs) == 1 else {}
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            # One forward first: it fills stnkit's caches (the TPS matrix, solved once per
-            # size), whose computation export cannot trace (data-dependent checks).
+            # One forward first: it fills the SpatialTransformer's TPS matrix (solved once
+            # per size), whose solve export cannot trace (data-dependent checks).
             model(*inputs)
         program = _quiet_export(model, inputs, dynamo=True, opset_version=opset,
                                 dynamic_shapes=dynamic, **names,
@@ -217,8 +217,8 @@ def onnx_bytes(model: nn.Module, example_input: Tensor | tuple[Tensor, ...], *,
     return program.model_proto.SerializeToString()
 
 
-def to_onnx(model: nn.Module, example_input: Tensor | tuple[Tensor, ...], path: str | os.PathLike, *,
-            opset: int = OPSET, dynamic_batch: bool = True) -> Path:
+def to_onnx(model: nn.Module, example_input: Tensor | tuple[Tensor, ...],
+            path: str | os.PathLike, *, opset: int = OPSET, dynamic_batch: bool = True) -> Path:
     """Export ``model`` to an ONNX file at ``path`` (written atomically); returns the path.
 
     See :func:`onnx_bytes` for the arguments and the module docstring for how stnkit's
@@ -234,11 +234,7 @@ def to_onnx(model: nn.Module, example_input: Tensor | tuple[Tensor, ...], path: 
 
 def onnx_session(model: bytes | str | os.PathLike):
     """An onnxruntime ``InferenceSession`` on the CPU for an ONNX file or its bytes."""
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise ImportError("checking an ONNX model needs onnxruntime: "
-                          "pip install 'stnkit[onnx]'") from e
+    ort = _require("onnxruntime")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
     source = model if isinstance(model, bytes) else str(model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 import torch
@@ -91,4 +92,14 @@ def test_missing_run_and_low_opset(cli, fcn_run, tmp_path):
     assert err.count("\n") == 1, err
     code, _, err = cli("export", fcn_run, "-o", tmp_path / "m.onnx", "--opset", "18")
     assert code == 1 and "expected opset >= 20" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_missing_onnx_packages_say_how_to_install_them(cli, fcn_run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # import onnxscript raises ImportError
+    code, out, err = cli("export", fcn_run, "-o", tmp_path / "m.onnx", "--test-size", "8")
+    assert code == 1, (out, err)
+    assert re.fullmatch(r"stnkit export: error: stnkit.export needs onnxscript, which is not "
+                        r"installed \(.*\); install it with: pip install 'stnkit\[onnx\]'\n",
+                        err), err
     assert not (tmp_path / "m.onnx").exists()

@@ -54,9 +54,34 @@ grad_input depends on the grid only through integer taps, so the grid gets 0 the
 point with a NaN/Inf coordinate gets 0 second derivatives, as it gets 0 first ones. A third
 derivative raises StnkitValueError (the double backward is not differentiable again).
 
-Non-finite coordinates: a grid point with any NaN or +-Inf coordinate is outside the image in
-every padding mode: it samples 0 and gets 0 gradient (grid and input). Finite coordinates,
-however large, follow the padding mode and never overflow an index (they are clamped first).
+Non-finite values, the rule of every backend (``sample``, ``warp`` on torch / numba / triton),
+which is ``grid_sample``'s:
+
+- pixels: an output point adds weight * value over its taps inside the image (after padding;
+  bilinear: floor(x) and floor(x) + 1 per axis, bicubic: floor(x) - 1 .. floor(x) + 2,
+  nearest: the rounded pixel), also where the weight is 0 (integer coordinates); taps outside
+  the image (zeros padding) are never read. So a NaN pixel makes NaN every output point that
+  has it among its taps, and an Inf pixel gives +-Inf where its weight is non-zero and NaN
+  where it is 0 (0 * Inf). The taps are those of the computed coordinate, after the
+  near-knot snapping above (within that distance of a knot PyTorch's rounding may pick the
+  other side).
+- backward: grad_input[tap] += weight * grad_output over the same taps, so a NaN/Inf
+  grad_output reaches every tap inside the image, zero weights included. A point one of whose
+  taps holds NaN/Inf gets a non-finite grid gradient in every coordinate, even where the clip
+  multiplier is 0 (nearest: 0 as always); theta gradients are non-finite exactly where those
+  of grid generator + ``grid_sample`` are (the fused kernels sum in another order).
+- coordinates (our choice; ``grid_sample``'s depends on mode and padding): a grid point with
+  a NaN or +-Inf coordinate is outside the image in every padding mode: it samples 0 and gets
+  0 gradient (grid and input). Finite coordinates, however large, follow the padding mode and
+  never overflow an index (they are clamped first).
+- huge finite coordinates, reflection: the mirror image is computed exactly (``fmod``) from
+  the pixel coordinate as computed in the input's dtype, at any magnitude, so the result
+  is always a sample inside the image. ``grid_sample``'s CPU kernel subtracts
+  ``trunc(x / 2 span) * 2 span`` in the coordinate dtype, which loses whole pixels once
+  ``|x_pix| * eps`` nears the span (float32: from about 1e6 pixels); there its values are
+  rounding noise and ours differ from them. Below that every backend agrees with it to
+  about ``|x_pix| * eps`` (numba and triton compute the coordinate in one fused step, so
+  their rounding differs from the grid path's by that much).
 
 Implementation: vectorised torch ops only (``index_select`` / ``index_add_``), so it runs on
 every device, and the backward is deterministic on CUDA under
@@ -194,13 +219,15 @@ def _reflect(pix: Tensor, size: int, align_corners: bool, grad: bool):
     """Mirror ``pix`` into [low, low + span]; also d out / d pix (+-1) when ``grad``.
 
     ``align_corners``: mirrors at the corner pixel centres 0 and size - 1, else at the outer
-    edges -0.5 and size - 0.5. Exact for any finite ``pix`` (``fmod`` is exact); NaN stays NaN.
+    edges -0.5 and size - 0.5. Exact for any finite ``pix`` (``fmod`` is exact, and ``pix`` is
+    reduced by the period before ``low`` is subtracted, which would round a huge ``pix``; the
+    mirror is periodic, so any representative will do); NaN stays NaN.
     """
     low, span = (0.0, size - 1.0) if align_corners else (-0.5, float(size))
     if span == 0:  # one pixel with align_corners: everything maps onto it
         zero = pix * 0  # keeps NaN
         return zero, (zero if grad else None)
-    t = pix - low
+    t = torch.fmod(pix, 2 * span) - low  # = pix - low modulo the period 2 span
     extra = torch.fmod(t.abs(), 2 * span)  # position in the period [0, 2 span)
     flip = extra > span  # on the mirrored half of the period
     out = torch.where(flip, 2 * span - extra, extra) + low

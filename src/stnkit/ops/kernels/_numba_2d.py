@@ -16,10 +16,16 @@ loops over its pixels, each simple enough to vectorise: source coordinates, padd
 pixel has all its taps inside the image (the bulk of a typical warp) take a short path with
 no padding and no masks. The taps of a pixel are always the 2 x 2 pixels at ``off, off + sx,
 off + sy, off + sx + sy`` (``sx = 1``, ``sy = W``; 0 for a size-1 axis): a tap outside the
-image is moved onto a neighbour inside it with weight 0, so the gather needs no branch
-(consequence: a NaN/Inf *pixel value* next to the border also reaches the zero-weight taps of
-points just outside the border; PyTorch propagates it only through in-image taps). The
-backward never writes a zero-weight tap (``scatter4``).
+image is moved onto a neighbour inside it with weight 0, so the gather needs no branch.
+
+Non-finite values follow the rule of :mod:`stnkit.ops.sample` ("Non-finite values"): a
+point reads its own taps inside the image, each weight times value even where the weight is
+0. A moved slot is no tap of the point, yet 0 * NaN/Inf there is NaN: so where a border tile's
+gather (or its dL/dx, dL/dy) comes out non-finite, ``refine_tile`` / ``refine_grads``
+recompute it from the point's own taps (``own_taps``); a finite result needs no check, since
+a finite neighbour times 0 adds 0. The backward writes a zero-weight tap only when the
+upstream gradient is NaN/Inf (``scatter_own4``), and then only the point's own taps, so a
+pixel still touches only its own footprint.
 """
 
 from __future__ import annotations
@@ -286,6 +292,95 @@ def scatter4(S, o, sx, sy, f0, f1, a0, a1, b0, b1):
 
 
 @jit()
+def own(a, d):
+    """Whether a tap slot of ``axis_taps`` (weight a, d a / d x = d) is one of the point's own
+    taps inside the image: a moved slot has both 0, an own tap d = +-1 even at weight 0."""
+    return (a != 0.0) | (d != 0.0)
+
+
+@jit()
+def scatter_own4(S, o, sx, sy, f0, f1, a0, a1, rx0, rx1, ry0, ry1):
+    """``scatter4`` for a NaN/Inf upstream gradient: every own tap (flags r..) gets weight *
+    g, also where the weight is 0 (0 * Inf = NaN reaches it, as in ``grid_sample``); moved
+    slots get nothing."""
+    if ry0:
+        if rx0:
+            S[o] += f0 * a0
+        if rx1:
+            S[o + sx] += f0 * a1
+    if ry1:
+        if rx0:
+            S[o + sy] += f1 * a0
+        if rx1:
+            S[o + sy + sx] += f1 * a1
+
+
+@jit()
+def scatter_any4(S, o, sx, sy, e, a0, a1, b0, b1, d0, d1, e0, e1):
+    """grad_input of one bilinear sample, upstream gradient e: ``scatter4`` when e is finite
+    (a zero weight adds nothing), else ``scatter_own4``."""
+    if np.isfinite(e):
+        scatter4(S, o, sx, sy, b0 * e, b1 * e, a0, a1, b0, b1)
+    else:
+        scatter_own4(S, o, sx, sy, b0 * e, b1 * e, a0, a1, own(a0, d0), own(a1, d1),
+                     own(b0, e0), own(b1, e1))
+
+
+@jit()
+def own_taps(pa, o, sx, sy, a0, a1, b0, b1, d0, d1, e0, e1):
+    """The four slot values of plane pa with the slots that are not own taps (``own``) read
+    as 0."""
+    zero = pa.dtype.type(0.0)
+    rx0, rx1, ry0, ry1 = own(a0, d0), own(a1, d1), own(b0, e0), own(b1, e1)
+    return (pa[o] if rx0 & ry0 else zero, pa[o + sx] if rx1 & ry0 else zero,
+            pa[o + sy] if rx0 & ry1 else zero, pa[o + sy + sx] if rx1 & ry1 else zero)
+
+
+@jit()
+def refine_tile(ib, ob, xs, ys, off, sx, sy, H, W, i0, h, w, j0, Wo, t):
+    """Forward of a border tile (padded coordinates xs, ys): where the gather into the (C, P)
+    planes ob gave NaN/Inf, recompute the sample from the point's own taps only."""
+    for c in range(ib.shape[0]):
+        pa = ib[c]
+        oa = ob[c]
+        for r in range(h):
+            p0 = (i0 + r) * Wo + j0 - r * w  # oa[p0 + k]: tile pixel k
+            for k in range(r * w, r * w + w):
+                if not np.isfinite(oa[p0 + k]):
+                    _, a0, a1, d0, d1 = axis_taps(xs[k], W, t)
+                    _, b0, b1, e0, e1 = axis_taps(ys[k], H, t)
+                    v00, v01, v10, v11 = own_taps(pa, off[k], sx, sy, a0, a1, b0, b1, d0, d1,
+                                                  e0, e1)
+                    oa[p0 + k] = ((b0 * a0) * v00 + (b0 * a1) * v01 + (b1 * a0) * v10
+                                  + (b1 * a1) * v11)
+
+
+@jit()
+def refine_grads(ib, gb, c0, c1, off, ax0, ax1, ay0, ay1, dx0, dx1, dy0, dy1, gx, gy, i0, h,
+                 w, j0, Wo, sx, sy):
+    """Backward of a border tile: where dL/dx or dL/dy came out NaN/Inf, recompute both over
+    channels c0 .. c1 from the point's own taps only (same order of the sums)."""
+    zero = ib.dtype.type(0.0)
+    for r in range(h):
+        base = (i0 + r) * Wo + j0 - r * w
+        for k in range(r * w, r * w + w):
+            if not (np.isfinite(gx[k]) and np.isfinite(gy[k])):
+                a0, a1, b0, b1 = ax0[k], ax1[k], ay0[k], ay1[k]
+                d0, d1, e0, e1 = dx0[k], dx1[k], dy0[k], dy1[k]
+                sgx = zero
+                sgy = zero
+                for c in range(c0, c1):
+                    v00, v01, v10, v11 = own_taps(ib[c], off[k], sx, sy, a0, a1, b0, b1, d0,
+                                                  d1, e0, e1)
+                    qx, qy = tap_grads(v00, v01, v10, v11, gb[c, base + k], a0, a1, b0, b1,
+                                       d0, d1, e0, e1)
+                    sgx += qx
+                    sgy += qy
+                gx[k] = sgx
+                gy[k] = sgy
+
+
+@jit()
 def tap_grads(v00, v01, v10, v11, e, a0, a1, b0, b1, d0, d1, e0, e1):
     """(dL/dx, dL/dy) of one bilinear sample of taps v.. (v01: x + 1, v10: y + 1), upstream
     gradient e: the weights (a0, a1) along x, (b0, b1) along y, each replaced in turn by its
@@ -342,7 +437,8 @@ def tile_grads(pa, ga, sa, off, ax0, ax1, ay0, ay1, dx0, dx1, dy0, dy1, gx, gy, 
                                            a0, a1, b0, b1, dx0[k], dx1[k], dy0[k], dy1[k])
                         gx[k] = qx
                         gy[k] = qy
-                    scatter4(sa, o, sx, sy, b0 * e, b1 * e, a0, a1, b0, b1)
+                    scatter_any4(sa, o, sx, sy, e, a0, a1, b0, b1, dx0[k], dx1[k], dy0[k],
+                                 dy1[k])
 
 
 @jit()
@@ -370,7 +466,7 @@ def tile_grads_channels(ib, gb, Gb, c0, c1, off, ax0, ax1, ay0, ay1, dx0, dx1, d
                     sgx += qx
                     sgy += qy
                     if need_input:
-                        scatter4(Gb[c], o, sx, sy, b0 * e, b1 * e, a0, a1, b0, b1)
+                        scatter_any4(Gb[c], o, sx, sy, e, a0, a1, b0, b1, d0, d1, e0, e1)
                 gx[k] = sgx
                 gy[k] = sgy
 
@@ -415,7 +511,9 @@ def forward(inp, H, W, cf, out, Ho, Wo, projective, mode, pad, align, TW, L, nch
             h = min(th, Ho - i0)
             n = w * h
             tt_i, tt_j = (ti, tj) if w == tw else (ti2, tj2)
-            if mode == BILINEAR and not projective and tile_inside(cf, b, i0, h, j0, w, H, W):
+            inside = mode == BILINEAR and not projective and tile_inside(cf, b, i0, h, j0, w, H,
+                                                                          W)
+            if inside:
                 # the short path: no padding, no masks
                 interior_taps(cf, b, t(i0), t(j0), tt_i, tt_j, 0, n, W, off, w00, w01, w10, w11,
                               t)
@@ -468,6 +566,8 @@ def forward(inp, H, W, cf, out, Ho, Wo, projective, mode, pad, align, TW, L, nch
                                 oa[p0 + k] = (w00[k] * pa[o] + w01[k] * pa[o + sx]
                                               + w10[k] * pa[o + sy] + w11[k] * pa[o + sy + sx])
                         c += 1
+                if not inside:
+                    refine_tile(inp[b], out[b], xs, ys, off, sx, sy, H, W, i0, h, w, j0, Wo, t)
             else:  # nearest: one tap, read only when inside (NaN pixels stay where they are)
                 for k in range(U(n)):
                     cx, inx = nearest_tap(xs[k], W, t)
@@ -583,8 +683,9 @@ def backward(inp, H, W, cf, gout, Ho, Wo, projective, mode, pad, align, TW, L, o
                         w = tw if tx < ntx - 1 else wl
                         n = w * h
                         tt_i, tt_j = (ti, tj) if w == tw else (ti2, tj2)
-                        if bilinear and not projective and tile_inside(cf, b, i0, h, j0, w, H,
-                                                                       W):
+                        inside = bilinear and not projective and tile_inside(cf, b, i0, h, j0,
+                                                                             w, H, W)
+                        if inside:
                             # the short path: no padding, no masks
                             if not consts:
                                 interior_grad_consts(dx0, dx1, dy0, dy1, mx, my, t)
@@ -620,6 +721,9 @@ def backward(inp, H, W, cf, gout, Ho, Wo, projective, mode, pad, align, TW, L, o
                                 tile_grads(inp[b, c], gout[b, c], G[bg, c], off, ax0, ax1, ay0,
                                            ay1, dx0, dx1, dy0, dy1, gx, gy, i0, h, w, j0, Wo, sx,
                                            sy, bilinear, theta_grad, need_input)
+                        if theta_grad and not inside:
+                            refine_grads(inp[b], gout[b], c0, c1, off, ax0, ax1, ay0, ay1, dx0,
+                                         dx1, dy0, dy1, gx, gy, i0, h, w, j0, Wo, sx, sy)
                         if theta_grad:
                             for r in range(h):  # per-row sums (float64)
                                 i = i0 + r

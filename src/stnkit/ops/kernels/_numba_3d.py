@@ -7,7 +7,10 @@ Layout: ``inp`` (B, C, D*H*W), ``out`` / ``gout`` (B, C, Do*Ho*Wo), C-contiguous
 
 Output "rows" are (k, i) pairs, r = k * Ho + i. Tiles, padding and taps work as in
 ``_numba_2d`` (tiles within one depth slice); the 2 x 2 x 2 taps sit at
-``off + {0, sx} + {0, sy} + {0, sz}`` (sz = H * W).
+``off + {0, sx} + {0, sy} + {0, sz}`` (sz = H * W). Non-finite values as there (the rule of
+:mod:`stnkit.ops.sample`): border tiles recompute a non-finite sample or dL/dx.. from the
+point's own taps (``refine_tile_3d`` / ``refine_grads_3d``); a NaN/Inf upstream gradient
+reaches every own tap, zero weights included (``scatter_any8``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from stnkit.ops.kernels._numba_2d import (
     interior,
     nearest_row_grads,
     nearest_tap,
+    own,
     scatter4,
+    scatter_own4,
     tile_tables,
     tiling,
 )
@@ -219,6 +224,9 @@ def forward(inp, D, H, W, cf, out, Do, Ho, Wo, mode, pad, align, TW, L, nchunk):
                             hi = (ay0[k] * (ax0[k] * pa[e] + ax1[k] * pa[e + sx])
                                   + ay1[k] * (ax0[k] * pa[hh] + ax1[k] * pa[hh + sx]))
                             oa[m] = az0[k] * lo + az1[k] * hi
+                if not inside:
+                    refine_tile_3d(inp[b], out[b], xs, ys, zs, off, sx, sy, sz, D, H, W,
+                                   (kk * Ho + i0) * Wo + j0, h, w, Wo, t)
             else:
                 for k in range(U(n)):
                     cx, inx = nearest_tap(xs[k], W, t)
@@ -243,8 +251,59 @@ def tap_grads_3d(pa, o, sx, sy, sz, gk, a0, a1, b0, b1, z0, z1, d0, d1, e0, e1, 
     (d.. x, e.. y, f.. z)."""
     e, f = o + sz, o + sy
     hh = e + sy
-    v000, v001, v010, v011 = pa[o], pa[o + sx], pa[f], pa[f + sx]
-    v100, v101, v110, v111 = pa[e], pa[e + sx], pa[hh], pa[hh + sx]
+    return tap_grads_3d_values(pa[o], pa[o + sx], pa[f], pa[f + sx], pa[e], pa[e + sx], pa[hh],
+                               pa[hh + sx], gk, a0, a1, b0, b1, z0, z1, d0, d1, e0, e1, f0, f1)
+
+
+@jit()
+def own_taps_3d(pa, o, sx, sy, sz, a0, a1, b0, b1, z0, z1, d0, d1, e0, e1, f0, f1):
+    """The eight slot values (order of ``tap_grads_3d_values``) with the slots that are not
+    own taps of the point (``_numba_2d.own``) read as 0."""
+    zero = pa.dtype.type(0.0)
+    rx0, rx1, ry0, ry1 = own(a0, d0), own(a1, d1), own(b0, e0), own(b1, e1)
+    rz0, rz1 = own(z0, f0), own(z1, f1)
+    e, f = o + sz, o + sy
+    hh = e + sy
+    return (pa[o] if rz0 & ry0 & rx0 else zero, pa[o + sx] if rz0 & ry0 & rx1 else zero,
+            pa[f] if rz0 & ry1 & rx0 else zero, pa[f + sx] if rz0 & ry1 & rx1 else zero,
+            pa[e] if rz1 & ry0 & rx0 else zero, pa[e + sx] if rz1 & ry0 & rx1 else zero,
+            pa[hh] if rz1 & ry1 & rx0 else zero, pa[hh + sx] if rz1 & ry1 & rx1 else zero)
+
+
+@jit()
+def trilinear_value(v000, v001, v010, v011, v100, v101, v110, v111, a0, a1, b0, b1, z0, z1):
+    """One trilinear sample from its slot values (the forward's order of operations)."""
+    lo = b0 * (a0 * v000 + a1 * v001) + b1 * (a0 * v010 + a1 * v011)
+    hi = b0 * (a0 * v100 + a1 * v101) + b1 * (a0 * v110 + a1 * v111)
+    return z0 * lo + z1 * hi
+
+
+@jit()
+def refine_tile_3d(ib, ob, xs, ys, zs, off, sx, sy, sz, D, H, W, p00, h, w, Wo, t):
+    """Forward of a border tile: where the gather into the (C, P) planes ob gave NaN/Inf,
+    recompute the sample from the point's own taps only (``_numba_2d.refine_tile``); the
+    tile's row r starts at output index p00 + r * Wo."""
+    for c in range(ib.shape[0]):
+        pa = ib[c]
+        oa = ob[c]
+        for r in range(h):
+            for m in range(w):
+                k = r * w + m
+                p = p00 + r * Wo + m
+                if not np.isfinite(oa[p]):
+                    _, a0, a1, d0, d1 = axis_taps(xs[k], W, t)
+                    _, b0, b1, e0, e1 = axis_taps(ys[k], H, t)
+                    _, z0, z1, f0, f1 = axis_taps(zs[k], D, t)
+                    v = own_taps_3d(pa, off[k], sx, sy, sz, a0, a1, b0, b1, z0, z1, d0, d1, e0,
+                                    e1, f0, f1)
+                    oa[p] = trilinear_value(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], a0,
+                                            a1, b0, b1, z0, z1)
+
+
+@jit()
+def tap_grads_3d_values(v000, v001, v010, v011, v100, v101, v110, v111, gk, a0, a1, b0, b1, z0,
+                        z1, d0, d1, e0, e1, f0, f1):
+    """``tap_grads_3d`` from the eight slot values (x fastest, then y, then z)."""
     # d/dx: the x weights replaced by derivatives
     lo = b0 * (d0 * v000 + d1 * v001) + b1 * (d0 * v010 + d1 * v011)
     hi = b0 * (d0 * v100 + d1 * v101) + b1 * (d0 * v110 + d1 * v111)
@@ -255,6 +314,51 @@ def tap_grads_3d(pa, o, sx, sy, sz, gk, a0, a1, b0, b1, z0, z1, d0, d1, e0, e1, 
     return (gk * (z0 * lo + z1 * hi),
             gk * (z0 * (e0 * x00 + e1 * x01) + z1 * (e0 * x10 + e1 * x11)),
             gk * (f0 * (b0 * x00 + b1 * x01) + f1 * (b0 * x10 + b1 * x11)))
+
+
+@jit()
+def scatter_any8(sa, o, sx, sy, sz, gk, a0, a1, b0, b1, z0, z1, d0, d1, e0, e1, f0, f1):
+    """``scatter8`` when gk is finite, else every own tap gets weight * gk, zero weights
+    included (``_numba_2d.scatter_own4``)."""
+    if np.isfinite(gk):
+        scatter8(sa, o, sx, sy, sz, gk, a0, a1, b0, b1, z0, z1)
+    else:
+        rx0, rx1, ry0, ry1 = own(a0, d0), own(a1, d1), own(b0, e0), own(b1, e1)
+        wz0 = z0 * gk
+        wz1 = z1 * gk
+        if own(z0, f0):
+            scatter_own4(sa, o, sx, sy, wz0 * b0, wz0 * b1, a0, a1, rx0, rx1, ry0, ry1)
+        if own(z1, f1):
+            scatter_own4(sa, o + sz, sx, sy, wz1 * b0, wz1 * b1, a0, a1, rx0, rx1, ry0, ry1)
+
+
+@jit()
+def refine_grads_3d(ib, gb, c0, c1, taps, row0, h, w, j0, Wo, sx, sy, sz):
+    """Backward of a border tile: where dL/dx, dL/dy or dL/dz came out NaN/Inf, recompute
+    them over channels c0 .. c1 from the point's own taps only (same order of the sums)."""
+    off, ax0, ax1, ay0, ay1, az0, az1, dx0, dx1, dy0, dy1, dz0, dz1, gx, gy, gz = taps
+    zero = ib.dtype.type(0.0)
+    for r in range(h):
+        base = (row0 + r) * Wo + j0 - r * w
+        for k in range(r * w, r * w + w):
+            if not (np.isfinite(gx[k]) and np.isfinite(gy[k]) and np.isfinite(gz[k])):
+                a0, a1, b0, b1, z0, z1 = ax0[k], ax1[k], ay0[k], ay1[k], az0[k], az1[k]
+                d0, d1, e0, e1, f0, f1 = dx0[k], dx1[k], dy0[k], dy1[k], dz0[k], dz1[k]
+                sgx = zero
+                sgy = zero
+                sgz = zero
+                for c in range(c0, c1):
+                    v = own_taps_3d(ib[c], off[k], sx, sy, sz, a0, a1, b0, b1, z0, z1, d0, d1,
+                                    e0, e1, f0, f1)
+                    qx, qy, qz = tap_grads_3d_values(v[0], v[1], v[2], v[3], v[4], v[5], v[6],
+                                                     v[7], gb[c, base + k], a0, a1, b0, b1, z0,
+                                                     z1, d0, d1, e0, e1, f0, f1)
+                    sgx += qx
+                    sgy += qy
+                    sgz += qz
+                gx[k] = sgx
+                gy[k] = sgy
+                gz[k] = sgz
 
 
 @jit()
@@ -312,7 +416,8 @@ def tile_grads_3d(pa, ga, sa, taps, row0, h, w, j0, Wo, sx, sy, sz, bilinear, th
                         gx[k] = qx
                         gy[k] = qy
                         gz[k] = qz
-                    scatter8(sa, o, sx, sy, sz, gk, a0, a1, b0, b1, z0, z1)
+                    scatter_any8(sa, o, sx, sy, sz, gk, a0, a1, b0, b1, z0, z1, dx0[k], dx1[k],
+                                 dy0[k], dy1[k], dz0[k], dz1[k])
 
 
 @jit()
@@ -341,7 +446,8 @@ def tile_grads_3d_channels(ib, gb, Gb, c0, c1, taps, row0, h, w, j0, Wo, sx, sy,
                     sgy += qy
                     sgz += qz
                     if need_input:
-                        scatter8(Gb[c], o, sx, sy, sz, gk, a0, a1, b0, b1, z0, z1)
+                        scatter_any8(Gb[c], o, sx, sy, sz, gk, a0, a1, b0, b1, z0, z1, dx0[k],
+                                     dx1[k], dy0[k], dy1[k], dz0[k], dz1[k])
                 gx[k] = sgx
                 gy[k] = sgy
                 gz[k] = sgz
@@ -395,7 +501,9 @@ def backward(inp, D, H, W, cf, gout, Do, Ho, Wo, mode, pad, align, TW, L, gin, p
                             w = tw if tx < ntx - 1 else wl
                             n = w * h
                             tt_i, tt_j = (ti, tj) if w == tw else (ti2, tj2)
-                            if bilinear and tile_inside_3d(cf, b, kk, i0, h, j0, w, D, H, W):
+                            inside = bilinear and tile_inside_3d(cf, b, kk, i0, h, j0, w, D,
+                                                                 H, W)
+                            if inside:
                                 # the short path: no padding, no masks
                                 if not consts:
                                     interior_grad_consts_3d(dx0, dx1, dy0, dy1, dz0, dz1, mx, my,
@@ -431,6 +539,9 @@ def backward(inp, D, H, W, cf, gout, Do, Ho, Wo, mode, pad, align, TW, L, gin, p
                                     tile_grads_3d(inp[b, c], gout[b, c], G[bg, c], taps,
                                                   kk * Ho + i0, h, w, j0, Wo, sx, sy, sz,
                                                   bilinear, theta_grad, need_input)
+                            if theta_grad and not inside:
+                                refine_grads_3d(inp[b], gout[b], c0, c1, taps, kk * Ho + i0, h,
+                                                w, j0, Wo, sx, sy, sz)
                             if theta_grad:
                                 for r in range(h):  # per-row sums (float64)
                                     row = kk * Ho + i0 + r

@@ -52,7 +52,8 @@ def pad_coord(x, size, pad, align, t):
             span = t(size)
         if span == zero:  # one pixel with align_corners: everything maps onto it
             return zero, zero
-        u = x - low
+        # x - low modulo the period, reduced first (exact) so that a huge x is not rounded
+        u = np.fmod(x, span + span) - low
         extra = np.fmod(abs(u), span + span)  # exact, like the torch path
         flip = extra > span
         if flip:

@@ -86,8 +86,8 @@ def _pad(x, size, PAD: tl.constexpr, ALIGN: tl.constexpr):
             else:
                 low = zero - 0.5
                 span = fsize
-            u = xs - low
             span2 = tl.maximum(span + span, one)  # span 0 (one pixel, align_corners): below
+            u = xs % span2 - low  # xs - low modulo the period, reduced first: not rounded
             extra = tl.abs(u) % span2  # fmod (huge coordinates: see triton_gpu's docstring)
             flip = extra > span
             extra = tl.where(flip, span + span - extra, extra)
@@ -242,12 +242,14 @@ def backward_kernel(inp, cf, gout, gin, part, C, H, W, Ho, Wo, tolx, toly, NBLK,
                 v11 = tl.load(src + o + W + 1, mask=m11, other=0.0)
                 gx += g * ((1.0 - v) * (v01 - v00) + v * (v11 - v10))
                 gy += g * ((1.0 - u) * (v10 - v00) + u * (v11 - v01))
-            if SCATTER:  # zero-weight taps are never written (as the numba backend)
+            if SCATTER:  # in-image taps; zero weights only for a NaN/Inf g (0 * Inf = NaN)
+                nf = ~(tl.abs(g) < float("inf"))
                 dst = gi_base + c * Pl + o
-                tl.atomic_add(dst, g * w00, mask=m00 & (w00 != 0.0), sem="relaxed")
-                tl.atomic_add(dst + 1, g * w01, mask=m01 & (w01 != 0.0), sem="relaxed")
-                tl.atomic_add(dst + W, g * w10, mask=m10 & (w10 != 0.0), sem="relaxed")
-                tl.atomic_add(dst + W + 1, g * w11, mask=m11 & (w11 != 0.0), sem="relaxed")
+                tl.atomic_add(dst, g * w00, mask=m00 & ((w00 != 0.0) | nf), sem="relaxed")
+                tl.atomic_add(dst + 1, g * w01, mask=m01 & ((w01 != 0.0) | nf), sem="relaxed")
+                tl.atomic_add(dst + W, g * w10, mask=m10 & ((w10 != 0.0) | nf), sem="relaxed")
+                tl.atomic_add(dst + W + 1, g * w11, mask=m11 & ((w11 != 0.0) | nf),
+                              sem="relaxed")
         if THETA:
             fj = j.to(x.dtype)
             fi = i.to(x.dtype)
@@ -282,7 +284,9 @@ def keys_kernel(cf, keys, H, W, Ho, Wo, tolx, toly, SENTINEL, PROJ: tl.constexpr
                 NT: tl.constexpr, BLOCK: tl.constexpr):
     """Deterministic backward, step 1: for tap t of output pixel n of image b, the flat
     input pixel it writes, ``keys[(b N + n) NT + t] = b H W + tap`` (``SENTINEL`` for taps
-    outside the image or of weight 0). NT = 4 (bilinear) or 1 (nearest)."""
+    outside the image; a tap of weight 0 inside is listed, so that a NaN/Inf upstream
+    gradient reaches it as 0 * Inf = NaN, the rule of ``stnkit.ops.sample``). NT = 4
+    (bilinear) or 1 (nearest)."""
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     N = Ho * Wo
@@ -298,10 +302,10 @@ def keys_kernel(cf, keys, H, W, Ho, Wo, tolx, toly, SENTINEL, PROJ: tl.constexpr
         x0, u, inx0, inx1 = _taps(x, W)
         y0, v, iny0, iny1 = _taps(y, H)
         o = b * P + (y0 * W + x0)
-        m00 = iny0 & inx0 & ((1.0 - v) * (1.0 - u) != 0.0)
-        m01 = iny0 & inx1 & ((1.0 - v) * u != 0.0)
-        m10 = iny1 & inx0 & (v * (1.0 - u) != 0.0)
-        m11 = iny1 & inx1 & (v * u != 0.0)
+        m00 = iny0 & inx0
+        m01 = iny0 & inx1
+        m10 = iny1 & inx0
+        m11 = iny1 & inx1
         tl.store(dst + 0, tl.where(m00, o, SENTINEL), mask=live)
         tl.store(dst + 1, tl.where(m01, o + 1, SENTINEL), mask=live)
         tl.store(dst + 2, tl.where(m10, o + W, SENTINEL), mask=live)

@@ -146,9 +146,10 @@ def backward_kernel(inp, cf, gout, gin, part, C, D, H, W, Do, Ho, Wo, tolx, toly
                     gx += val * (wz * wy) * (1.0 if t % 2 == 1 else -1.0)
                     gy += val * (wz * wx) * (1.0 if (t // 2) % 2 == 1 else -1.0)
                     gz += val * (wy * wx) * (1.0 if t // 4 == 1 else -1.0)
-                if SCATTER:
+                if SCATTER:  # zero weights only for a NaN/Inf g (0 * Inf = NaN)
                     w = wz * wy * wx
-                    tl.atomic_add(gi_base + c * Pl + off, g * w, mask=mk & (w != 0.0),
+                    nf = ~(tl.abs(g) < float("inf"))
+                    tl.atomic_add(gi_base + c * Pl + off, g * w, mask=mk & ((w != 0.0) | nf),
                                   sem="relaxed")
         if THETA:
             fj = j.to(x.dtype)
@@ -210,7 +211,7 @@ def keys_kernel(cf, keys, D, H, W, Do, Ho, Wo, tolx, toly, tolz, SENTINEL,
             wz, tz = _pick(s, inz0, inz1, t // 4)
             wy, ty = _pick(v, iny0, iny1, (t // 2) % 2)
             wx, tx = _pick(u, inx0, inx1, t % 2)
-            mk = tz & ty & tx & (wz * wy * wx != 0.0)
+            mk = tz & ty & tx  # zero weights too: a NaN/Inf gradient reaches them
             off = o + (t // 4) * HW + ((t // 2) % 2) * W + (t % 2)
             tl.store(dst + t, tl.where(mk, off, SENTINEL), mask=live)
     else:

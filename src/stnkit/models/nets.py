@@ -38,6 +38,7 @@ class FCNClassifier(nn.Module):
         return (n + 1) * h1 + (h1 + 1) * h2 + (h2 + 1) * num_classes
 
     def forward(self, x: Tensor) -> Tensor:
+        check_shape(x, ("B", *self.input_size), name="input", fn="FCNClassifier")
         return self.net(x)
 
     def extra_repr(self) -> str:
@@ -77,6 +78,7 @@ class CNNClassifier(nn.Module):
         return (C * 81 + 1) * c1 + (c1 * 49 + 1) * c2 + (c2 * (H // 4) * (W // 4) + 1) * num_classes
 
     def forward(self, x: Tensor) -> Tensor:
+        check_shape(x, ("B", *self.input_size), name="input", fn="CNNClassifier")
         return self.net(x)
 
     def extra_repr(self) -> str:
@@ -108,6 +110,7 @@ class TutorialClassifier(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        check_shape(x, ("B", *self.input_size), name="input", fn="TutorialClassifier")
         return self.net(x)
 
     def extra_repr(self) -> str:

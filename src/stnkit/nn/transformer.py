@@ -60,6 +60,7 @@ from stnkit._checks import (
     check_size,
     check_tensor,
     fail,
+    format_shape,
 )
 
 __all__ = [
@@ -264,7 +265,10 @@ class SpatialTransformer(nn.Module):
         features: F. Default: ``localization.out_features`` (the ready localisation nets of
             :mod:`stnkit.nn.localization` have it), else one dry run on ``input_size``.
         input_size: (C, H, W) of the input; when given, F is inferred by a no-grad dry run
-            of the localisation net in eval mode, and every input's channels are checked.
+            of the localisation net in eval mode, and every input's shape is checked
+            against it (leave it out for a localisation net that takes any size). Inputs
+            must also be on the module's device and, outside ``torch.autocast``, have its
+            dtype.
         warp_channels: warp only these input channels (the localisation still sees all of
             them), e.g. ``[0]``: the paper's MNIST-addition transformers. None: all.
         backend: :func:`stnkit.ops.warp`'s backend ("auto" picks the fastest kernel;
@@ -355,6 +359,16 @@ class SpatialTransformer(nn.Module):
         if self.input_size is not None and x.shape[1] != self.input_size[0]:
             fail(fn, "input", f"with {self.input_size[0]} channels (input_size="
                  f"{self.input_size})", f"{x.shape[1]} channels, shape {tuple(x.shape)}")
+        if self.input_size is not None and tuple(x.shape[2:]) != self.input_size[1:]:
+            fail(fn, "input", f"of shape (B, {', '.join(map(str, self.input_size))}) "
+                 f"(input_size={self.input_size})", format_shape(x.shape))
+        param = next(self.parameters(), None)  # the regressor's, at least
+        if param is not None:
+            if x.device != param.device:
+                fail(fn, "input", f"on the module's device ({param.device})", x.device)
+            if x.dtype != param.dtype and not torch.is_autocast_enabled(x.device.type):
+                fail(fn, "input", f"to have the module's dtype ({param.dtype}; or run "
+                     "under torch.autocast)", x.dtype, error=TypeError)
         if self.warp_channels is not None and max(self.warp_channels) >= x.shape[1]:
             fail(fn, "input", f"with more than {max(self.warp_channels)} channels "
                  f"(warp_channels={list(self.warp_channels)})", tuple(x.shape))

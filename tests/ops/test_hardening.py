@@ -424,3 +424,21 @@ def test_reflection_at_huge_exact_coordinates_agrees_everywhere():
                  for b in BACKENDS]
         for out in outs:
             assert (out - ref).abs().max() < 1e-6, f"{t=}"
+
+
+def test_importing_stnkit_leaves_numbas_threading_layer_alone():
+    """Numba's threading layer is process-wide: import changes nothing; the first kernel
+    launch selects workqueue (documented in _numba_runtime), unless the user chose."""
+    import subprocess
+
+    code = ("import numba, stnkit, stnkit.ops.kernels.numba_cpu, torch\n"
+            "print(numba.config.THREADING_LAYER)\n"
+            "stnkit.ops.warp(torch.rand(1, 1, 4, 4), torch.eye(2, 3)[None], backend='numba')\n"
+            "print(numba.threading_layer())\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=300, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    before, after = r.stdout.split()
+    assert before == "default", f"import changed the layer to {before}"
+    assert after == "workqueue", after

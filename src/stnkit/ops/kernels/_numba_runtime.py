@@ -1,11 +1,14 @@
 """Process-wide set-up shared by the Numba kernels: threading layer, thread count, caching,
 the first-compile note and the launch lock.
 
-- Threading layer: pinned to ``"workqueue"`` (Numba's own pthread pool) unless the user chose
-  one (``NUMBA_THREADING_LAYER``) or Numba already started another. It links no OpenMP
-  runtime, so it cannot clash with PyTorch's OpenMP; it is fork-safe (DataLoader workers). It
-  is not re-entrant, so every launch goes through :data:`LOCK` (concurrent Python threads take
-  turns; each launch itself uses all threads).
+- Threading layer: Numba's threading layer is process-wide, so importing stnkit leaves it
+  alone. The first launch of a stnkit kernel (:func:`launch`) selects ``"workqueue"``
+  (Numba's own pthread pool), logged at INFO on the ``stnkit.kernels`` logger, unless the
+  user chose a layer (``NUMBA_THREADING_LAYER``) or Numba already started one (then that one
+  is used). Workqueue links no OpenMP runtime, so it cannot clash with PyTorch's OpenMP, and
+  it is fork-safe (DataLoader workers). It is not re-entrant, so every launch goes through
+  :data:`LOCK` (concurrent Python threads take turns; each launch itself uses all threads).
+  To keep Numba's default choice, set ``NUMBA_THREADING_LAYER=default`` (or any layer).
 - Threads: every launch uses ``torch.get_num_threads()`` threads (capped at Numba's pool size).
 - Caching: kernels are compiled with ``cache=True`` (next to the source, or Numba's per-user
   cache dir when the package directory is read-only). Where no cache directory can be written,
@@ -24,7 +27,7 @@ import threading
 import numba
 import torch
 
-__all__ = ["LOCK", "NOTE_AFTER_S", "jit", "launch", "threading_layer"]
+__all__ = ["LOCK", "NOTE_AFTER_S", "jit", "launch", "pin_threading_layer", "threading_layer"]
 
 log = logging.getLogger("stnkit.kernels")
 
@@ -34,15 +37,17 @@ LOCK = threading.RLock()
 _OPTIONS = {"nogil": True, "fastmath": False, "error_model": "numpy", "boundscheck": False}
 
 
-def _pin_threading_layer() -> None:
+def pin_threading_layer() -> None:
+    """Select "workqueue" as :func:`launch` does before the first kernel (see the module
+    docstring); callable earlier by code that wants the layer fixed up front."""
     from numba.np.ufunc import parallel
 
     if "NUMBA_THREADING_LAYER" in os.environ or parallel._is_initialized:
         return  # the user's choice, or another library already started a layer
-    numba.config.THREADING_LAYER = "workqueue"
-
-
-_pin_threading_layer()
+    if numba.config.THREADING_LAYER != "workqueue":
+        log.info("selecting Numba's 'workqueue' threading layer for stnkit's kernels "
+                 "(set NUMBA_THREADING_LAYER to choose another)")
+        numba.config.THREADING_LAYER = "workqueue"
 
 
 def jit(*, parallel: bool = False, reassoc: bool = False):
@@ -83,6 +88,8 @@ def launch(kernel, what: str, *args):
     ``what`` names the kernel for the first-compile note ("2-D forward float32", ...).
     """
     with LOCK:
+        if not _seen:
+            pin_threading_layer()
         numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
         if what in _seen:
             return kernel(*args)

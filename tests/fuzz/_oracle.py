@@ -17,11 +17,16 @@ float16/bfloat16, which are computed in float32 and cast back):
   ``max(1, max|expected|)`` of ``tests._helpers.assert_close``;
 - grad_input at a pixel sums its points' ``g w``: at most ``1.5 dp |g|`` each, so per (b, c)
   at most ``1.5 * 8 eps (max|p| + S) * sum|g|`` over the image's points (used as is);
+- |p| counts as is only under reflection padding: zeros / border read exactly 0 / the border
+  pixel beyond the image, so there |p| is capped at S + 3;
 - grad_grid is compared only at *smooth* points, at least ``SMOOTH = 64 eps (|p| + S)``
   pixels from every integer and half-integer (knots, nearest ties, clip and fold points),
-  where both are differentiable and agree to ``TOL_C * S`` times ``eps (|p| + S)``;
+  where both are differentiable and agree to ``TOL_C`` times ``eps (|p| + S)`` (relative to
+  max |grad_grid|, which carries the same factor S / 2 as the error);
 - float16/bfloat16: plus one unit in the last place of the output dtype (both round the
   same float32 value, which may sit on a rounding boundary).
+- a fused warp (grid never materialised) adds the ``theta_scale`` term to |p|: the error of
+  an affine map evaluated for a theta perturbed by eps relative.
 At huge coordinates these bounds grow with |p| and say little: there the properties also
 check that bilinear/nearest outputs stay within [min U, max U] and that border/reflection
 hand every finite point's whole gradient mass to the input.
@@ -219,15 +224,24 @@ def reference_sample(x, grid, grad_out, *, mode, padding_mode, align_corners):
     return out.detach().to(dtype), gx.to(dtype), gg.to(dtype)
 
 
-def value_tol(pix, dtype, in_size):
+def effective_p(pix, padding_mode, in_size, p_extra=0.0) -> torch.Tensor:
+    """|p| per coordinate where it matters: NaN/Inf -> 0; without reflection a point beyond
+    the image reads exactly 0 or the border pixel, so |p| counts only up to S + 3;
+    ``p_extra``: the theta term of a fused warp (see ``theta_scale``)."""
+    p = torch.where(torch.isfinite(pix), pix, torch.zeros_like(pix)).abs()
+    p = p if padding_mode == "reflection" else p.clamp(max=max(in_size) + 3)
+    return p + p_extra
+
+
+def value_tol(pix, dtype, in_size, padding_mode, p_extra=0.0):
     """(B, 1, *out) relative tolerance of each output point (see the module docstring)."""
-    p = torch.where(torch.isfinite(pix), pix, torch.zeros_like(pix)).abs().amax(-1)
+    p = effective_p(pix, padding_mode, in_size, p_extra).amax(-1)
     return (192 * eps(dtype) * (p + max(in_size)) + out_ulp(dtype)).unsqueeze(1)
 
 
-def grad_input_tol(pix, grad_out, dtype, in_size, scale_ref):
+def grad_input_tol(pix, grad_out, dtype, in_size, scale_ref, padding_mode, p_extra=0.0):
     """A float: the bound of the module docstring, relative to ``scale_ref``."""
-    p = torch.where(torch.isfinite(pix), pix, torch.zeros_like(pix)).abs()
+    p = effective_p(pix, padding_mode, in_size, p_extra)
     pmax = p.max().item() if p.numel() else 0.0
     g = grad_out.detach().double().abs()
     mass = g.flatten(2).sum(-1).max().item() if g.numel() else 0.0
@@ -236,8 +250,9 @@ def grad_input_tol(pix, grad_out, dtype, in_size, scale_ref):
 
 
 def check_sample_result(got, ref, x, grid, grad_out, *, mode, padding_mode, align_corners,
-                        what, check_grid_grad=True):
-    """``got`` / ``ref``: (output, grad_input, grad_grid or None) against the oracle's."""
+                        what, check_grid_grad=True, p_extra=0.0):
+    """``got`` / ``ref``: (output, grad_input, grad_grid or None) against the oracle's;
+    ``p_extra``: ``theta_scale`` of a fused warp's theta (0 for a given grid)."""
     in_size = tuple(x.shape[2:])
     pix = pixel_coords(grid, in_size, align_corners)
     dtype = x.dtype
@@ -250,7 +265,7 @@ def check_sample_result(got, ref, x, grid, grad_out, *, mode, padding_mode, alig
         f"grid_sample at {int((~torch.isfinite(rout)).sum())}; first difference at "
         f"{tuple(torch.nonzero(torch.isfinite(out) != torch.isfinite(rout))[0].tolist())}")
     fin = torch.isfinite(rout)
-    tol = value_tol(pix, dtype, in_size).expand(out.shape)
+    tol = value_tol(pix, dtype, in_size, padding_mode, p_extra).expand(out.shape)
     assert_close(torch.where(fin, out, 0), torch.where(fin, rout, 0), tol, f"{what}: output")
     xf = x[torch.isfinite(x)].double()
     if mode in ("bilinear", "nearest") and xf.numel() and out.numel():
@@ -260,20 +275,33 @@ def check_sample_result(got, ref, x, grid, grad_out, *, mode, padding_mode, alig
         assert bool(((o >= lo - slack) & (o <= hi + slack)).all()), \
             f"{what}: output outside [min U, max U] = [{lo}, {hi}]: {o.min()}, {o.max()}"
     if gx is not None:
-        assert_close(gx, rgx, grad_input_tol(pix, grad_out, dtype, in_size,
-                                             amax(rgx)),
-                     f"{what}: grad_input")
+        assert_close(gx, rgx, grad_input_tol(pix, grad_out, dtype, in_size, amax(rgx),
+                                             padding_mode, p_extra), f"{what}: grad_input")
     if gg is not None and check_grid_grad:
-        smooth = smooth_points(pix, dtype, in_size).unsqueeze(-1).expand(gg.shape)
-        finite_x = bool(torch.isfinite(x).all())
-        if finite_x:  # every grid gradient is finite, and 0 at non-finite points
+        bad = ~torch.isfinite(grid).all(-1, keepdim=True).expand(gg.shape)
+        assert bool((gg[bad] == 0).all()), f"{what}: gradient at a NaN/Inf grid point"
+        if bool(torch.isfinite(x).all()):
             assert bool(torch.isfinite(gg).all()), f"{what}: non-finite grad_grid"
-            bad = ~torch.isfinite(grid).all(-1, keepdim=True).expand(gg.shape)
-            assert bool((gg[bad] == 0).all()), f"{what}: gradient at a NaN/Inf grid point"
-            p = torch.where(torch.isfinite(pix), pix, torch.zeros_like(pix)).abs()
-            tol = (192 * max(in_size) * eps(dtype) * (p.amax(-1, keepdim=True) + max(in_size))
-                   + 2 * out_ulp(dtype)).expand(gg.shape)
-            assert_close(gg[smooth], rgg[smooth], tol[smooth], f"{what}: grad_grid")
+        smooth = smooth_points(pix, dtype, in_size).unsqueeze(-1).expand(gg.shape)
+        a, b = gg[smooth], rgg[smooth]
+        # NaN / Inf pixels: non-finite where grid_sample's is (NaN vs Inf may differ)
+        assert torch.equal(torch.isfinite(a), torch.isfinite(b)), \
+            f"{what}: grad_grid non-finite at other smooth points than grid_sample's"
+        p = effective_p(pix, padding_mode, in_size, p_extra).amax(-1, keepdim=True)
+        tol = (192 * eps(dtype) * (p + max(in_size))
+               + 2 * out_ulp(dtype)).expand(gg.shape)[smooth]
+        fin = torch.isfinite(b)
+        assert_close(a[fin], b[fin], tol[fin], f"{what}: grad_grid")
+
+
+def theta_scale(theta: torch.Tensor, in_size) -> float:
+    """Pixels of rounding a fused warp may add: a kernel that maps output pixels to input
+    pixels as ``a j + b`` (folding theta with both normalisations) is exact for a theta
+    perturbed by eps relative, i.e. off by ``eps * sum_j |theta_ij| * S`` pixels, however
+    small p itself is (cancellation in ``a j + b``). Finite theta entries only."""
+    t = theta.detach().double()
+    t = torch.where(torch.isfinite(t), t, torch.zeros_like(t)).abs()
+    return (t.sum(-1).max().item() if t.numel() else 0.0) * max(in_size)
 
 
 def amax(t: torch.Tensor) -> float:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import assume, given
 
-from tests.fuzz._oracle import PROFILE, check_sample_result, fuzz
+from tests.fuzz._oracle import PROFILE, check_sample_result, fuzz, theta_scale
 
 if PROFILE != "long":
     pytest.skip("Triton interpreter fuzzing runs in the long profile only",
@@ -69,4 +69,5 @@ def test_triton_matches_torch_backend(case):
     _, grid = reference_warp(x, theta, grad_out, case, size)
     check_sample_result((out.detach().cpu(), gx.cpu(), None), (ref[0], ref[1], None), x, grid,
                         grad_out, what="triton vs torch", mode=case["mode"],
+                        p_extra=theta_scale(theta, shape[2:]),
                         padding_mode=case["padding_mode"], align_corners=case["align_corners"])

@@ -22,10 +22,11 @@ Non-finite values follow the rule of :mod:`stnkit.ops.sample` ("Non-finite value
 point reads its own taps inside the image, each weight times value even where the weight is
 0. A moved slot is no tap of the point, yet 0 * NaN/Inf there is NaN: so where a border tile's
 gather (or its dL/dx, dL/dy) comes out non-finite, ``refine_tile`` / ``refine_grads``
-recompute it from the point's own taps (``own_taps``); a finite result needs no check, since
-a finite neighbour times 0 adds 0. The backward writes a zero-weight tap only when the
-upstream gradient is NaN/Inf (``scatter_own4``), and then only the point's own taps, so a
-pixel still touches only its own footprint.
+recompute it from the point's own taps (``own_taps``); a finite neighbour times 0 adds 0, so
+only images that hold a NaN/Inf (one vectorised pass per launch, ``image_finite``) take this
+path. The backward writes a zero-weight tap only for an image whose upstream gradient holds
+NaN/Inf (``scatter_own4``), and then only the point's own taps, so a pixel still touches
+only its own footprint.
 """
 
 from __future__ import annotations
@@ -336,17 +337,41 @@ def own_taps(pa, o, sx, sy, a0, a1, b0, b1, d0, d1, e0, e1):
             pa[o + sy] if rx0 & ry1 else zero, pa[o + sy + sx] if rx1 & ry1 else zero)
 
 
+@jit(reassoc=True)
+def all_finite(a, k0, n, inf):
+    """Whether a[k0 .. k0 + n] holds no NaN/Inf: the sum of a * 0 is 0, or NaN if one is
+    (a reduction that vectorises; reassociation cannot fold x * 0 away, that needs nnan)."""
+    s = a.dtype.type(0.0)
+    for k in range(U(n)):
+        s += a[k0 + k] * a.dtype.type(0.0)
+    return s == a.dtype.type(0.0)
+
+
+@jit()
+def image_finite(a, b):
+    """Whether image b of a (B, C, P) holds no NaN/Inf: the kernels take their exact
+    non-finite paths only for images that do."""
+    inf = a.dtype.type(np.inf)
+    for c in range(a.shape[1]):
+        if not all_finite(a[b, c], U(0), a.shape[2], inf):
+            return False
+    return True
+
+
 @jit()
 def refine_tile(ib, ob, xs, ys, off, sx, sy, H, W, i0, h, w, j0, Wo, t):
     """Forward of a border tile (padded coordinates xs, ys): where the gather into the (C, P)
     planes ob gave NaN/Inf, recompute the sample from the point's own taps only."""
+    inf = t(np.inf)
     for c in range(ib.shape[0]):
         pa = ib[c]
         oa = ob[c]
         for r in range(h):
-            p0 = (i0 + r) * Wo + j0 - r * w  # oa[p0 + k]: tile pixel k
-            for k in range(r * w, r * w + w):
-                if not np.isfinite(oa[p0 + k]):
+            p0 = U((i0 + r) * Wo + j0 - r * w)  # oa[p0 + k]: tile pixel k
+            if all_finite(oa, p0 + U(r * w), w, inf):  # the common case: one vector pass
+                continue
+            for k in range(U(r * w), U(r * w + w)):
+                if not (abs(oa[p0 + k]) < inf):
                     _, a0, a1, d0, d1 = axis_taps(xs[k], W, t)
                     _, b0, b1, e0, e1 = axis_taps(ys[k], H, t)
                     v00, v01, v10, v11 = own_taps(pa, off[k], sx, sy, a0, a1, b0, b1, d0, d1,
@@ -361,10 +386,13 @@ def refine_grads(ib, gb, c0, c1, off, ax0, ax1, ay0, ay1, dx0, dx1, dy0, dy1, gx
     """Backward of a border tile: where dL/dx or dL/dy came out NaN/Inf, recompute both over
     channels c0 .. c1 from the point's own taps only (same order of the sums)."""
     zero = ib.dtype.type(0.0)
+    inf = ib.dtype.type(np.inf)
+    if all_finite(gx, U(0), h * w, inf) and all_finite(gy, U(0), h * w, inf):
+        return  # the common case: two vector passes
     for r in range(h):
         base = (i0 + r) * Wo + j0 - r * w
         for k in range(r * w, r * w + w):
-            if not (np.isfinite(gx[k]) and np.isfinite(gy[k])):
+            if not (abs(gx[k]) < inf and abs(gy[k]) < inf):
                 a0, a1, b0, b1 = ax0[k], ax1[k], ay0[k], ay1[k]
                 d0, d1, e0, e1 = dx0[k], dx1[k], dy0[k], dy1[k]
                 sgx = zero
@@ -403,7 +431,7 @@ def nearest_row_grads(sa, ga, off, hit, ks, w, base):
 
 @jit()
 def tile_grads(pa, ga, sa, off, ax0, ax1, ay0, ay1, dx0, dx1, dy0, dy1, gx, gy, i0, h, w, j0,
-               Wo, sx, sy, bilinear, theta_grad, need_input):
+               Wo, sx, sy, bilinear, theta_grad, need_input, exact):
     """Backward of one tile (output rows i0 .. i0 + h, columns j0 .. j0 + w; tile pixel k in
     raster order) for one channel: plane pa of the input, ga of the output gradient, sa of
     grad_input.
@@ -437,13 +465,16 @@ def tile_grads(pa, ga, sa, off, ax0, ax1, ay0, ay1, dx0, dx1, dy0, dy1, gx, gy, 
                                            a0, a1, b0, b1, dx0[k], dx1[k], dy0[k], dy1[k])
                         gx[k] = qx
                         gy[k] = qy
-                    scatter_any4(sa, o, sx, sy, e, a0, a1, b0, b1, dx0[k], dx1[k], dy0[k],
-                                 dy1[k])
+                    if exact:  # the upstream gradient holds NaN/Inf
+                        scatter_any4(sa, o, sx, sy, e, a0, a1, b0, b1, dx0[k], dx1[k], dy0[k],
+                                     dy1[k])
+                    else:
+                        scatter4(sa, o, sx, sy, b0 * e, b1 * e, a0, a1, b0, b1)
 
 
 @jit()
 def tile_grads_channels(ib, gb, Gb, c0, c1, off, ax0, ax1, ay0, ay1, dx0, dx1, dy0, dy1, gx,
-                        gy, i0, h, w, j0, Wo, sx, sy, need_input):
+                        gy, i0, h, w, j0, Wo, sx, sy, need_input, exact):
     """``tile_grads`` (bilinear, theta) for channels c0 .. c1 at once, pixel-outer: the sums
     over channels stay in registers (faster than channel-outer for C > 1). ib, gb, Gb: the
     (C, P) planes of one image. Same order of every sum."""
@@ -465,8 +496,10 @@ def tile_grads_channels(ib, gb, Gb, c0, c1, off, ax0, ax1, ay0, ay1, dx0, dx1, d
                                        ib[c, o + sy + sx], e, a0, a1, b0, b1, d0, d1, e0, e1)
                     sgx += qx
                     sgy += qy
-                    if need_input:
+                    if need_input and exact:  # the upstream gradient holds NaN/Inf
                         scatter_any4(Gb[c], o, sx, sy, e, a0, a1, b0, b1, d0, d1, e0, e1)
+                    elif need_input:
+                        scatter4(Gb[c], o, sx, sy, b0 * e, b1 * e, a0, a1, b0, b1)
                 gx[k] = sgx
                 gy[k] = sgy
 
@@ -490,6 +523,9 @@ def forward(inp, H, W, cf, out, Ho, Wo, projective, mode, pad, align, TW, L, nch
     sx = np.uint32(1 if W > 1 else 0)
     sy = np.uint32(W if H > 1 else 0)
     Lb = tw * th
+    finite = np.empty(B, np.bool_)  # images without NaN/Inf need no refine_tile
+    for b in prange(B):
+        finite[b] = image_finite(inp, b)
     for ch in prange(nchunk):
         xs = np.empty(Lb, t)
         ys = np.empty(Lb, t)
@@ -566,7 +602,7 @@ def forward(inp, H, W, cf, out, Ho, Wo, projective, mode, pad, align, TW, L, nch
                                 oa[p0 + k] = (w00[k] * pa[o] + w01[k] * pa[o + sx]
                                               + w10[k] * pa[o + sy] + w11[k] * pa[o + sy + sx])
                         c += 1
-                if not inside:
+                if not inside and not finite[b]:
                     refine_tile(inp[b], out[b], xs, ys, off, sx, sy, H, W, i0, h, w, j0, Wo, t)
             else:  # nearest: one tap, read only when inside (NaN pixels stay where they are)
                 for k in range(U(n)):
@@ -660,6 +696,12 @@ def backward(inp, H, W, cf, gout, Ho, Wo, projective, mode, pad, align, TW, L, o
         nz = 8 * nslots
         for q in prange(nz):
             flat[q * flat.size // nz:(q + 1) * flat.size // nz] = zero
+    B = inp.shape[0]
+    fin_in = np.empty(B, np.bool_)  # no NaN/Inf in image b: no refine_grads
+    fin_g = np.empty(B, np.bool_)  # no NaN/Inf in its upstream gradient: plain scatter4
+    for b in prange(B):
+        fin_in[b] = not theta_grad or image_finite(inp, b)
+        fin_g[b] = not need_input or image_finite(gout, b)
     scr = np.empty((nslots, 17, Lb), t)  # per-thread scratch, one row per tile array
     offs = np.empty((nslots, Lb), np.uint32)
     for ph in range(phases.shape[0] - 1):
@@ -715,13 +757,14 @@ def backward(inp, H, W, cf, gout, Ho, Wo, projective, mode, pad, align, TW, L, o
                         if theta_grad and c1 - c0 > 1:
                             tile_grads_channels(inp[b], gout[b], G[bg], c0, c1, off, ax0, ax1,
                                                 ay0, ay1, dx0, dx1, dy0, dy1, gx, gy, i0, h, w,
-                                                j0, Wo, sx, sy, need_input)
+                                                j0, Wo, sx, sy, need_input, not fin_g[b])
                         else:
                             for c in range(c0, c1):
                                 tile_grads(inp[b, c], gout[b, c], G[bg, c], off, ax0, ax1, ay0,
                                            ay1, dx0, dx1, dy0, dy1, gx, gy, i0, h, w, j0, Wo, sx,
-                                           sy, bilinear, theta_grad, need_input)
-                        if theta_grad and not inside:
+                                           sy, bilinear, theta_grad, need_input,
+                                           not fin_g[b])
+                        if theta_grad and not inside and not fin_in[b]:
                             refine_grads(inp[b], gout[b], c0, c1, off, ax0, ax1, ay0, ay1, dx0,
                                          dx1, dy0, dy1, gx, gy, i0, h, w, j0, Wo, sx, sy)
                         if theta_grad:

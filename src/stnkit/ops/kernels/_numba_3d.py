@@ -20,7 +20,9 @@ from numba import prange
 
 from stnkit.ops.kernels._numba_2d import (
     U,
+    all_finite,
     axis_taps,
+    image_finite,
     interior,
     nearest_row_grads,
     nearest_tap,
@@ -171,6 +173,9 @@ def forward(inp, D, H, W, cf, out, Do, Ho, Wo, mode, pad, align, TW, L, nchunk):
     sy = np.uint32(W if H > 1 else 0)
     sz = np.uint32(H * W if D > 1 else 0)
     Lb = tw * th
+    finite = np.empty(B, np.bool_)  # images without NaN/Inf need no refine_tile_3d
+    for b in prange(B):
+        finite[b] = image_finite(inp, b)
     for ch in prange(nchunk):
         xs = np.empty(Lb, t)
         ys = np.empty(Lb, t)
@@ -224,7 +229,7 @@ def forward(inp, D, H, W, cf, out, Do, Ho, Wo, mode, pad, align, TW, L, nchunk):
                             hi = (ay0[k] * (ax0[k] * pa[e] + ax1[k] * pa[e + sx])
                                   + ay1[k] * (ax0[k] * pa[hh] + ax1[k] * pa[hh + sx]))
                             oa[m] = az0[k] * lo + az1[k] * hi
-                if not inside:
+                if not inside and not finite[b]:
                     refine_tile_3d(inp[b], out[b], xs, ys, zs, off, sx, sy, sz, D, H, W,
                                    (kk * Ho + i0) * Wo + j0, h, w, Wo, t)
             else:
@@ -283,14 +288,17 @@ def refine_tile_3d(ib, ob, xs, ys, zs, off, sx, sy, sz, D, H, W, p00, h, w, Wo, 
     """Forward of a border tile: where the gather into the (C, P) planes ob gave NaN/Inf,
     recompute the sample from the point's own taps only (``_numba_2d.refine_tile``); the
     tile's row r starts at output index p00 + r * Wo."""
+    inf = t(np.inf)
     for c in range(ib.shape[0]):
         pa = ib[c]
         oa = ob[c]
         for r in range(h):
+            if all_finite(oa, U(p00 + r * Wo), w, inf):  # the common case: one vector pass
+                continue
             for m in range(w):
                 k = r * w + m
                 p = p00 + r * Wo + m
-                if not np.isfinite(oa[p]):
+                if not (abs(oa[p]) < inf):
                     _, a0, a1, d0, d1 = axis_taps(xs[k], W, t)
                     _, b0, b1, e0, e1 = axis_taps(ys[k], H, t)
                     _, z0, z1, f0, f1 = axis_taps(zs[k], D, t)
@@ -338,10 +346,15 @@ def refine_grads_3d(ib, gb, c0, c1, taps, row0, h, w, j0, Wo, sx, sy, sz):
     them over channels c0 .. c1 from the point's own taps only (same order of the sums)."""
     off, ax0, ax1, ay0, ay1, az0, az1, dx0, dx1, dy0, dy1, dz0, dz1, gx, gy, gz = taps
     zero = ib.dtype.type(0.0)
+    inf = ib.dtype.type(np.inf)
+    n = h * w
+    if (all_finite(gx, U(0), n, inf) and all_finite(gy, U(0), n, inf)
+            and all_finite(gz, U(0), n, inf)):
+        return  # the common case: three vector passes
     for r in range(h):
         base = (row0 + r) * Wo + j0 - r * w
         for k in range(r * w, r * w + w):
-            if not (np.isfinite(gx[k]) and np.isfinite(gy[k]) and np.isfinite(gz[k])):
+            if not (abs(gx[k]) < inf and abs(gy[k]) < inf and abs(gz[k]) < inf):
                 a0, a1, b0, b1, z0, z1 = ax0[k], ax1[k], ay0[k], ay1[k], az0[k], az1[k]
                 d0, d1, e0, e1, f0, f1 = dx0[k], dx1[k], dy0[k], dy1[k], dz0[k], dz1[k]
                 sgx = zero
@@ -385,7 +398,7 @@ def interior_grad_consts_3d(dx0, dx1, dy0, dy1, dz0, dz1, mx, my, mz, t):
 
 @jit()
 def tile_grads_3d(pa, ga, sa, taps, row0, h, w, j0, Wo, sx, sy, sz, bilinear, theta_grad,
-                  need_input):
+                  need_input, exact):
     """``_numba_2d.tile_grads`` for trilinear samples: tile rows row0 .. row0 + h (row =
     k * Ho + i). ``taps`` holds the tile arrays (off, ax0, ax1, ay0, ay1, az0, az1, dx0, dx1,
     dy0, dy1, dz0, dz1, gx, gy, gz)."""
@@ -416,13 +429,16 @@ def tile_grads_3d(pa, ga, sa, taps, row0, h, w, j0, Wo, sx, sy, sz, bilinear, th
                         gx[k] = qx
                         gy[k] = qy
                         gz[k] = qz
-                    scatter_any8(sa, o, sx, sy, sz, gk, a0, a1, b0, b1, z0, z1, dx0[k], dx1[k],
-                                 dy0[k], dy1[k], dz0[k], dz1[k])
+                    if exact:  # the upstream gradient holds NaN/Inf
+                        scatter_any8(sa, o, sx, sy, sz, gk, a0, a1, b0, b1, z0, z1, dx0[k],
+                                     dx1[k], dy0[k], dy1[k], dz0[k], dz1[k])
+                    else:
+                        scatter8(sa, o, sx, sy, sz, gk, a0, a1, b0, b1, z0, z1)
 
 
 @jit()
 def tile_grads_3d_channels(ib, gb, Gb, c0, c1, taps, row0, h, w, j0, Wo, sx, sy, sz,
-                           need_input):
+                           need_input, exact):
     """``tile_grads_3d`` (trilinear, theta) for channels c0 .. c1 at once, pixel-outer (the
     sums over channels stay in registers); ib, gb, Gb: the (C, P) planes of one image."""
     off, ax0, ax1, ay0, ay1, az0, az1, dx0, dx1, dy0, dy1, dz0, dz1, gx, gy, gz = taps
@@ -445,9 +461,11 @@ def tile_grads_3d_channels(ib, gb, Gb, c0, c1, taps, row0, h, w, j0, Wo, sx, sy,
                     sgx += qx
                     sgy += qy
                     sgz += qz
-                    if need_input:
+                    if need_input and exact:  # the upstream gradient holds NaN/Inf
                         scatter_any8(Gb[c], o, sx, sy, sz, gk, a0, a1, b0, b1, z0, z1, dx0[k],
                                      dx1[k], dy0[k], dy1[k], dz0[k], dz1[k])
+                    elif need_input:
+                        scatter8(Gb[c], o, sx, sy, sz, gk, a0, a1, b0, b1, z0, z1)
                 gx[k] = sgx
                 gy[k] = sgy
                 gz[k] = sgz
@@ -476,6 +494,12 @@ def backward(inp, D, H, W, cf, gout, Do, Ho, Wo, mode, pad, align, TW, L, gin, p
         nz = 8 * nslots
         for q in prange(nz):
             flat[q * flat.size // nz:(q + 1) * flat.size // nz] = zero
+    B = inp.shape[0]
+    fin_in = np.empty(B, np.bool_)  # no NaN/Inf in image b: no refine_grads_3d
+    fin_g = np.empty(B, np.bool_)  # no NaN/Inf in its upstream gradient: plain scatter8
+    for b in prange(B):
+        fin_in[b] = not theta_grad or image_finite(inp, b)
+        fin_g[b] = not need_input or image_finite(gout, b)
     scr = np.empty((nslots, 21, Lb), t)
     offs = np.empty((nslots, Lb), np.uint32)
     for ph in range(phases.shape[0] - 1):
@@ -533,13 +557,14 @@ def backward(inp, D, H, W, cf, gout, Do, Ho, Wo, mode, pad, align, TW, L, gin, p
                             if theta_grad and c1 - c0 > 1:
                                 tile_grads_3d_channels(inp[b], gout[b], G[bg], c0, c1, taps,
                                                        kk * Ho + i0, h, w, j0, Wo, sx, sy, sz,
-                                                       need_input)
+                                                       need_input, not fin_g[b])
                             else:
                                 for c in range(c0, c1):
                                     tile_grads_3d(inp[b, c], gout[b, c], G[bg, c], taps,
                                                   kk * Ho + i0, h, w, j0, Wo, sx, sy, sz,
-                                                  bilinear, theta_grad, need_input)
-                            if theta_grad and not inside:
+                                                  bilinear, theta_grad, need_input,
+                                                  not fin_g[b])
+                            if theta_grad and not inside and not fin_in[b]:
                                 refine_grads_3d(inp[b], gout[b], c0, c1, taps, kk * Ho + i0, h,
                                                 w, j0, Wo, sx, sy, sz)
                             if theta_grad:

@@ -6,7 +6,10 @@ padding; both ``align_corners``; float32 and float64). Same results as the ``"to
 backend (``affine_grid`` / ``projective_grid`` + ``stnkit.ops.sample``, i.e.
 ``F.grid_sample`` semantics, NaN/Inf or w <= 0 points outside), up to float rounding.
 
-Backward (``torch.autograd.Function``; double backward is not supported): grad_input is
+Operators (``_library``): ``stnkit::warp`` runs ``_forward``, ``stnkit::warp_backward`` runs
+``_backward`` (second derivatives: through the torch path, see ``_library``).
+
+Backward: grad_input is
 scattered straight into its (B, C, H, W) result, and grad_theta is accumulated as per-row
 sums (float64) of dL/dx * j, dL/dx, ... that are combined into the 6 / 8 / 12 entries at the
 end: no (B, H, W, 2) grid or grid gradient exists at any point. Sub-gradients are those of

@@ -8,7 +8,11 @@ NaN/Inf or w <= 0 points outside, pixel coordinates within 2 eps size of an inte
 onto it), up to float rounding. TPS and bicubic run on the torch backend (``supports``
 says so).
 
-Backward (``torch.autograd.Function``; double backward is not supported):
+Operators (``_library``, ``triton_op``: torch.compile sees the kernels through
+``wrap_triton``): ``stnkit::warp_triton`` runs ``_forward``, ``stnkit::warp_triton_backward``
+``_backward`` (second derivatives: through the torch path, see ``_library``).
+
+Backward:
 
 - grad_theta directly: each program of ``BLOCK`` output pixels stores its sums of
   dL/dx * (j, i, 1), dL/dy * (j, i, 1) (and the w row for projective; (j, i, k, 1) and z in

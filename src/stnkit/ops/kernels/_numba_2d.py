@@ -23,7 +23,8 @@ point reads its own taps inside the image, each weight times value even where th
 0. A moved slot is no tap of the point, yet 0 * NaN/Inf there is NaN: so where a border tile's
 gather (or its dL/dx, dL/dy) comes out non-finite, ``refine_tile`` / ``refine_grads``
 recompute it from the point's own taps (``own_taps``); a finite neighbour times 0 adds 0, so
-only images that hold a NaN/Inf (one vectorised pass per launch, ``image_finite``) take this
+only images that hold a NaN/Inf (one vectorised pass over each image with border tiles,
+``image_finite``) take this
 path. The backward writes a zero-weight tap only for an image whose upstream gradient holds
 NaN/Inf (``scatter_own4``), and then only the point's own taps, so a pixel still touches
 only its own footprint.
@@ -523,10 +524,9 @@ def forward(inp, H, W, cf, out, Ho, Wo, projective, mode, pad, align, TW, L, nch
     sx = np.uint32(1 if W > 1 else 0)
     sy = np.uint32(W if H > 1 else 0)
     Lb = tw * th
-    finite = np.empty(B, np.bool_)  # images without NaN/Inf need no refine_tile
-    for b in prange(B):
-        finite[b] = image_finite(inp, b)
     for ch in prange(nchunk):
+        fb = -1  # the image whose NaN/Inf check ``finite`` holds (blocks come image by image)
+        finite = True
         xs = np.empty(Lb, t)
         ys = np.empty(Lb, t)
         mx = np.empty(Lb, t)
@@ -602,7 +602,10 @@ def forward(inp, H, W, cf, out, Ho, Wo, projective, mode, pad, align, TW, L, nch
                                 oa[p0 + k] = (w00[k] * pa[o] + w01[k] * pa[o + sx]
                                               + w10[k] * pa[o + sy] + w11[k] * pa[o + sy + sx])
                         c += 1
-                if not inside and not finite[b]:
+                if not inside and fb != b:  # images without NaN/Inf need no refine_tile
+                    fb = b
+                    finite = image_finite(inp, b)
+                if not inside and not finite:
                     refine_tile(inp[b], out[b], xs, ys, off, sx, sy, H, W, i0, h, w, j0, Wo, t)
             else:  # nearest: one tap, read only when inside (NaN pixels stay where they are)
                 for k in range(U(n)):

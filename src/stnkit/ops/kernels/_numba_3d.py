@@ -173,10 +173,9 @@ def forward(inp, D, H, W, cf, out, Do, Ho, Wo, mode, pad, align, TW, L, nchunk):
     sy = np.uint32(W if H > 1 else 0)
     sz = np.uint32(H * W if D > 1 else 0)
     Lb = tw * th
-    finite = np.empty(B, np.bool_)  # images without NaN/Inf need no refine_tile_3d
-    for b in prange(B):
-        finite[b] = image_finite(inp, b)
     for ch in prange(nchunk):
+        fb = -1  # the image whose NaN/Inf check ``finite`` holds (blocks come image by image)
+        finite = True
         xs = np.empty(Lb, t)
         ys = np.empty(Lb, t)
         zs = np.empty(Lb, t)
@@ -229,7 +228,10 @@ def forward(inp, D, H, W, cf, out, Do, Ho, Wo, mode, pad, align, TW, L, nchunk):
                             hi = (ay0[k] * (ax0[k] * pa[e] + ax1[k] * pa[e + sx])
                                   + ay1[k] * (ax0[k] * pa[hh] + ax1[k] * pa[hh + sx]))
                             oa[m] = az0[k] * lo + az1[k] * hi
-                if not inside and not finite[b]:
+                if not inside and fb != b:  # images without NaN/Inf need no refine_tile_3d
+                    fb = b
+                    finite = image_finite(inp, b)
+                if not inside and not finite:
                     refine_tile_3d(inp[b], out[b], xs, ys, zs, off, sx, sy, sz, D, H, W,
                                    (kk * Ho + i0) * Wo + j0, h, w, Wo, t)
             else:

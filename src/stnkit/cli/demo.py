@@ -44,6 +44,10 @@ BUDGETS = {
 # its curve.
 EVALUATIONS = {"cnn": 2, "st-cnn-aff": 10}
 EVALUATIONS_FULL = {"cnn": 1, "st-cnn-aff": 5}  # the full test split is 5x the embedded one
+PRECISIONS = ("fp32", "bf16", "fp16")
+# fp32 by measurement (docs/results/train-step-cpu.md): on a CPU without bf16 hardware a bf16
+# CNN step is ~10x slower than fp32, and the ST-CNN needs the ops' mixed-precision support.
+DEFAULT_PRECISION = "fp32"
 
 
 _EPILOG = """\
@@ -81,6 +85,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="iterations per model (default: 600)")
     parser.add_argument("--seed", metavar="N", type=nonnegative_int, default=0,
                         help="seed of the initialisation and the data order (default: 0)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                        help="autocast dtype of both runs (default: fp32; bf16 is faster only "
+                             "on CPUs with AMX / AVX512-BF16 and on GPUs, see `stnkit train "
+                             "--help`)")
     add_quiet(parser)
 
 
@@ -95,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     fresh = not out.exists()
     _prepare(out)
 
-    budget = {**COMMON, **BUDGETS["quick" if args.quick else "default"]}
+    budget = {**COMMON, **BUDGETS["quick" if args.quick else "default"],
+              "precision": args.precision}
     if args.iterations is not None:
         scale = args.iterations / budget["iterations"]
         budget.update(iterations=args.iterations,
@@ -190,6 +199,7 @@ def _summary_text(results: dict, budget: dict, *, data_dir, seed: int, out: Path
               f"{budget['optimizer']} lr {budget['lr']:g}"
               + (f" (x{budget['lr_gamma']:g} every {budget['lr_step']})"
                  if budget["lr_step"] else "")
+              + (f", {budget['precision']}" if budget.get("precision", "fp32") != "fp32" else "")
               + ".", ""]
     if markdown:
         lines += ["| model | test error | train error | time |", "|---|---:|---:|---:|"]

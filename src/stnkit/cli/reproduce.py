@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, metavar="DIR",
                         help="MNIST directory, or 'embedded' for the subset in the package")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="autocast dtype of every cell (default: fp32; see `stnkit train "
+                             "--help`)")
     parser.add_argument("--dry-run", action="store_true",
                         help="a few iterations per cell (smoke test)")
     add_quiet(parser)
@@ -61,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
             args._parser.error(f"argument --models: unknown model {bad[0]!r} "
                                f"(see `stnkit models`)")
     overrides = {"dry_run": True} if args.dry_run else {}
+    overrides["precision"] = args.precision
     try:
         reproduce(args.experiment, args.out, variants=args.variants, models=args.models,
                   seeds=args.seeds, schedule=args.schedule, data_dir=args.data_dir,

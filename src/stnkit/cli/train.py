@@ -2,6 +2,7 @@
 
     stnkit train --model st-cnn-aff --data RTS --out runs/rts [--schedule cpu] [...]
     stnkit train --resume runs/rts [--iterations N]
+    stnkit train --model cnn --data R --out runs/r-bf16 --precision bf16   # AMX CPUs, GPUs
     torchrun --nproc_per_node=2 -m stnkit train --model cnn --data RTS --out runs/ddp ...
 
 Every TrainConfig field has a flag; precedence: defaults < --schedule preset < --config
@@ -19,7 +20,7 @@ from stnkit.cli import add_quiet
 HELP = "train a model on a distorted-MNIST variant (or continue a run with --resume)"
 
 _CHOICES = {"schedule": ("paper", "cpu"), "optimizer": ("sgd", "adam", "adamw"),
-            "device": ("auto", "cpu", "cuda")}
+            "device": ("auto", "cpu", "cuda"), "precision": ("fp32", "bf16", "fp16")}
 _METAVARS = {"model": "NAME", "data": "VARIANT", "out": "RUN_DIR", "data_dir": "DIR"}
 
 

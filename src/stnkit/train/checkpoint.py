@@ -7,7 +7,8 @@ A checkpoint is three files in the run directory:
 - ``checkpoint.state.safetensors``: optimizer buffers and RNG states (tensors);
 - ``checkpoint.json``: step, model, resolved config, optimizer hyper-parameters and
   non-tensor state, scheduler, RNG states (Python, NumPy; torch ones named in the state
-  file), the data-order position.
+  file), the data-order position, the fp16 GradScaler's state (``"grad_scaler"``: scale,
+  growth tracker and factors; null in fp32 / bf16 runs).
 
 Integrity: ``checkpoint.json`` records the size and sha256 of the two tensor files
 (``"files"``) and the sha256 of its own content (``"sha256"``: the canonical JSON of the
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import struct
@@ -60,6 +62,7 @@ __all__ = [
     "recover",
     "restore_optimizer_state",
     "restore_rng_state",
+    "restore_scaler_state",
     "rng_state",
     "save_checkpoint",
 ]
@@ -256,6 +259,27 @@ def restore_rng_state(part: dict[str, Any], tensors: dict[str, Tensor], *, rank:
         states = [tensors[f"rng.cuda.{i}"].to(torch.uint8) for i in range(n)]
         if len(states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(states)
+
+
+_SCALER_KEYS = {"scale": float, "growth_factor": float, "backoff_factor": float,
+                "growth_interval": int, "_growth_tracker": int}
+
+
+def restore_scaler_state(scaler: torch.amp.GradScaler, part: Any) -> None:
+    """Load the ``"grad_scaler"`` record into ``scaler`` (an fp16 run's; None otherwise)."""
+    if not scaler.is_enabled():
+        return  # fp32 / bf16: nothing to restore (the record holds null)
+    def fits(key: str, value: Any) -> bool:
+        kinds = (int, float) if _SCALER_KEYS[key] is float else (int,)
+        if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+            return False
+        return value >= 0 if key == "_growth_tracker" else value > 0
+
+    if not (isinstance(part, dict) and set(part) == set(_SCALER_KEYS)
+            and all(fits(k, v) for k, v in part.items())):
+        _bad("resume", RECORD, f"corrupt checkpoint record: an fp16 run needs its GradScaler "
+             f"state (keys {', '.join(sorted(_SCALER_KEYS))}), got {part!r}")
+    scaler.load_state_dict(part)
 
 
 # ---------------------------------------------------------------------------- save / load

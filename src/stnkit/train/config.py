@@ -21,12 +21,13 @@ from typing import Any
 
 from stnkit._errors import fail, fail_file  # not _checks: no torch, so `stnkit --help` stays instant
 
-__all__ = ["INT_RANGES", "PRESETS", "TrainConfig", "check_config", "check_ints", "config_fields", "load_config_file",
+__all__ = ["INT_RANGES", "PRECISIONS", "PRESETS", "TrainConfig", "check_config", "check_ints", "config_fields", "load_config_file",
            "resolve_config"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("paper", "cpu")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def _f(default: Any, kind: str, help: str) -> Any:
@@ -69,6 +70,10 @@ class TrainConfig:
     data_dir: str | None = _f(None, "str",
                               "MNIST directory, or 'embedded' for the subset shipped in the package")
     device: str = _f("auto", "str", "cpu, cuda or auto (cuda when available)")
+    precision: str = _f("fp32", "str",
+                        "fp32, bf16 or fp16: autocast dtype of the forward pass (weights stay "
+                        "fp32; fp16 adds a GradScaler); bf16/fp16 pay only on hardware that "
+                        "computes in them (AMX/AVX512-BF16 CPUs, GPUs)")
     train_size: int | None = _f(None, "optional int", "use only the first N training samples")
     test_size: int | None = _f(None, "optional int", "evaluate on the first N test samples only")
     checkpoint_every: int | None = _f(None, "int",
@@ -295,7 +300,8 @@ def check_config(cfg: Any, *, fn: str = "train") -> TrainConfig:
         if not isinstance(v, str) or not v:
             fail(fn, f"config.{name}", "a non-empty string", repr(v),
                  error=TypeError if v is not None and not isinstance(v, str) else ValueError)
-    for name, choices in (("schedule", SCHEDULES), ("optimizer", OPTIMIZERS), ("device", DEVICES)):
+    for name, choices in (("schedule", SCHEDULES), ("optimizer", OPTIMIZERS), ("device", DEVICES),
+                          ("precision", PRECISIONS)):
         v = getattr(cfg, name)
         if v not in choices:
             fail(fn, f"config.{name}", "one of " + ", ".join(map(repr, choices)), repr(v))

@@ -14,6 +14,7 @@ from stnkit._checks import fail, fail_file
 from stnkit.train import checkpoint as ckpt
 from stnkit.train._data import load_split
 from stnkit.train.loop import _create_model, load_run_config, resolve_device
+from stnkit.train.precision import autocast, channels_last, to_memory_format
 
 __all__ = ["evaluate", "load_model"]
 
@@ -68,6 +69,9 @@ def evaluate(run_dir: str | os.PathLike, *, data_dir: str | None = None, device:
     ckpt.load_weights_into(model, weights, model_name=cfg.model, path=str(run / ckpt.WEIGHTS),
                            fn="eval")
     model.to(dev).eval()
+    nhwc = channels_last(cfg.precision, model)
+    if nhwc:
+        model.to(memory_format=torch.channels_last)
     k = data.num_classes
     confusion = torch.zeros(k, k, dtype=torch.int64)
     loss_sum = 0.0
@@ -75,7 +79,8 @@ def evaluate(run_dir: str | os.PathLike, *, data_dir: str | None = None, device:
     for s in range(0, n, batch_size):
         idx = torch.arange(s, min(s + batch_size, n))
         x, y = data.batch(idx, dev)
-        logits = model(x)
+        with autocast(cfg.precision, dev):  # the run's precision, as its own evaluations
+            logits = model(to_memory_format(x, nhwc)).float()
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         pred = logits.argmax(1)
         confusion += torch.bincount((y * k + pred).cpu(), minlength=k * k).reshape(k, k)

@@ -65,6 +65,8 @@ from stnkit.train import checkpoint as ckpt
 from stnkit.train._data import BatchOrder, Split, load_split
 from stnkit.train.config import TrainConfig, apply_dry_run, check_config, from_dict, to_dict
 from stnkit.train.distributed import Dist, launch_rank, setup
+from stnkit.train.precision import (autocast, channels_last, make_scaler, scaler_state,
+                                    to_memory_format)
 
 __all__ = ["RunDirError", "TrainingDiverged", "TrainingInterrupted", "resume", "train"]
 
@@ -290,9 +292,13 @@ def _truncate_metrics(run_dir: Path, step: int) -> None:
 
 @torch.no_grad()
 def evaluate_split(model: nn.Module, data: Split, device: torch.device, dist: Dist, *,
-                   batch_size: int = 500) -> tuple[float, float, int]:
-    """(mean loss, error %, count) on ``data``; under torchrun each rank takes a slice."""
+                   batch_size: int = 500, precision: str = "fp32") -> tuple[float, float, int]:
+    """(mean loss, error %, count) on ``data``; under torchrun each rank takes a slice.
+
+    ``precision``: the run's (see :mod:`stnkit.train.precision`); the loss is computed from
+    float32 logits in every precision."""
     was_training = model.training
+    nhwc = channels_last(precision, model)
     model.eval()
     n = len(data)
     lo, hi = n * dist.rank // dist.world_size, n * (dist.rank + 1) // dist.world_size
@@ -300,7 +306,8 @@ def evaluate_split(model: nn.Module, data: Split, device: torch.device, dist: Di
     for s in range(lo, hi, batch_size):
         idx = torch.arange(s, min(s + batch_size, hi))
         x, y = data.batch(idx, device)
-        logits = model(x)
+        with autocast(precision, device):
+            logits = model(to_memory_format(x, nhwc)).float()
         totals += torch.tensor([float(F.cross_entropy(logits, y, reduction="sum")),
                                 float((logits.argmax(1) != y).sum()), float(len(idx))],
                                dtype=torch.float64)
@@ -313,11 +320,13 @@ def evaluate_split(model: nn.Module, data: Split, device: torch.device, dist: Di
 
 
 @torch.no_grad()
-def _write_snapshot(run_dir: Path, model: nn.Module, inputs: Tensor, step: int) -> None:
+def _write_snapshot(run_dir: Path, model: nn.Module, inputs: Tensor, step: int, *,
+                    precision: str = "fp32") -> None:
     was_training = model.training
     model.eval()
     try:
-        found = _inspect(model, inputs)
+        with autocast(precision, inputs.device):
+            found = _inspect(model, to_memory_format(inputs, channels_last(precision, model)))
     finally:
         model.train(was_training)
     if not found:
@@ -455,6 +464,7 @@ class _Run:
 
             self.net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
         self.opt = _make_optimizer(cfg, model)
+        self.scaler = make_scaler(cfg.precision, device)
         start = 0
         if not fresh:
             start = self._restore()
@@ -490,7 +500,8 @@ class _Run:
             try:
                 self._checkpoint(0, finished=False)
                 if dist.is_main:  # the untrained transformer: the first frame of the evolution
-                    _write_snapshot(self.run_dir, self.model, self._snapshot_inputs(), 0)
+                    _write_snapshot(self.run_dir, self.model, self._snapshot_inputs(), 0,
+                                    precision=cfg.precision)
             except BaseException:
                 lock.close()
                 self._cleanup()
@@ -515,6 +526,9 @@ class _Run:
                               num_classes=self.train_data.num_classes)
         # per-rank streams after the (identical) initialisation; rank 0 = single process
         _seed_everything(cfg.seed + 7919 * (self.dist.rank + 1))
+        self.channels_last = channels_last(cfg.precision, model)
+        if self.channels_last:  # the weights' layout; values (and checkpoints) are unchanged
+            model = model.to(memory_format=torch.channels_last)
         return model.to(device)
 
     def _restore(self) -> int:
@@ -529,6 +543,7 @@ class _Run:
                       f"process(es); resume it with the same number (got "
                       f"{self.dist.world_size}) to continue exactly", error=ckpt.CheckpointError)
         ckpt.restore_rng_state(rec["rng"], loaded.state, rank=self.dist.rank)
+        ckpt.restore_scaler_state(self.scaler, rec.get("grad_scaler"))
         self.last_ckpt_step = int(rec["step"])
         self.last_metrics = dict(rec.get("metrics") or {})
         return int(rec["step"])
@@ -579,6 +594,8 @@ class _Run:
             "scheduler": {"type": "step", "lr_step": cfg.lr_step, "lr_gamma": cfg.lr_gamma,
                           "factor": _lr_factor(cfg, step)},
             "rng": rng_json,
+            "grad_scaler": scaler_state(self.scaler),
+            "memory_format": "channels_last" if self.channels_last else "contiguous",
             "sampler": {"type": "epoch-permutation", "seed": cfg.seed,
                         "num_samples": len(self.train_data), "position": step * cfg.batch_size},
             "world_size": self.dist.world_size,
@@ -603,12 +620,14 @@ class _Run:
         return self.elapsed0 + (time.perf_counter() - self.t0 if hasattr(self, "t0") else 0.0)
 
     def _evaluate(self, step: int) -> dict[str, Any]:
-        loss, err, _ = evaluate_split(self.model, self.test_data, self.device, self.dist)
+        loss, err, _ = evaluate_split(self.model, self.test_data, self.device, self.dist,
+                                      precision=self.cfg.precision)
         line = {"step": step, "split": "test", "loss": _round(loss), "error": _round(err),
                 "lr": _round(self.opt.param_groups[0]["lr"]), "time": round(self._elapsed(), 3)}
         if self.dist.is_main:
             _append_jsonl(self.run_dir / "metrics.jsonl", line)
-            _write_snapshot(self.run_dir, self.model, self._snapshot_inputs(), step)
+            _write_snapshot(self.run_dir, self.model, self._snapshot_inputs(), step,
+                            precision=self.cfg.precision)
         self.last_metrics["test"] = line
         return line
 
@@ -627,7 +646,7 @@ class _Run:
         busy = 0.0  # seconds spent in training steps since the last log (not eval, not I/O)
         flag: dict[str, Any] = {}
         step = start
-        net = self.net
+        net, scaler, nhwc = self.net, self.scaler, self.channels_last
         net.train()
         try:
             with _catch_stop_signals(flag):
@@ -636,8 +655,9 @@ class _Run:
                     lr = _set_lr(self.opt, _lr_factor(cfg, step))
                     idx = order.indices(step, rank=dist.rank, world_size=dist.world_size)
                     x, y = self.train_data.batch(idx, device)
-                    logits = net(x)
-                    loss = _loss(logits, y)
+                    with autocast(cfg.precision, device):  # fp32: no autocast at all
+                        logits = net(to_memory_format(x, nhwc))
+                    loss = _loss(logits.float(), y)  # fp32 logits: .float() is the identity
                     with torch.no_grad():
                         loss_value = float(loss)
                         finite = math.isfinite(loss_value)
@@ -652,8 +672,11 @@ class _Run:
                             f"training diverged at step {step + 1}: the loss is {what}; "
                             f"{self._kept()}", step=step + 1, checkpoint_step=self.last_ckpt_step)
                     self.opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    self.opt.step()
+                    # fp16: scaled loss, the step skipped on Inf/NaN gradients, the scale
+                    # adapted; otherwise the scaler is disabled and passes each call through
+                    scaler.scale(loss).backward()
+                    scaler.step(self.opt)
+                    scaler.update()
                     busy += time.perf_counter() - t_step
                     step += 1
                     window += stats[:3]

@@ -217,3 +217,26 @@ def test_st_models_train_and_resume_in_bf16(tmp_path, model):
     resume(tmp_path / "b", iterations=4, progress=False)
     assert_same_weights(tmp_path / "a", tmp_path / "b")
     assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
+
+
+class _Captured(Exception):
+    pass
+
+
+@pytest.mark.parametrize("flags, want", [([], "fp32"), (["--precision", "bf16"], "bf16"),
+                                         (["--precision", "fp16"], "fp16")])
+def test_demo_passes_its_precision_to_both_runs(tmp_path, monkeypatch, flags, want):
+    """The demo's default stays fp32 (measured: bf16 is slower without bf16 hardware)."""
+    pytest.importorskip("matplotlib")
+    import stnkit.cli.demo as demo
+    from stnkit.cli import main
+
+    def run_demo(out, budget, **kw):
+        raise _Captured(budget)
+
+    monkeypatch.setattr(demo, "run_demo", run_demo)
+    with pytest.raises(_Captured) as e:
+        main(["demo", "--quick", "-q", "-o", str(tmp_path / "d"), *flags])
+    assert e.value.args[0]["precision"] == want
+    assert resolve_config(overrides={**e.value.args[0], "model": "cnn", "data": "RTS",
+                                     "out": "x", "schedule": "cpu"}).precision == want

@@ -10,7 +10,8 @@ A run directory, written by rank 0 only::
                                     is written as null (JSON has no NaN/Inf)
       checkpoint.safetensors       model weights        } see stnkit.train.checkpoint
       checkpoint.state.safetensors optimizer + RNG      }
-      checkpoint.json              step, config, optimizer, scheduler, rng, metrics, ...
+      checkpoint.json              step, config, optimizer, scheduler, rng, grad_scaler
+                                   (fp16), memory_format, metrics, ...
       snapshots/inputs.safetensors the first N test samples ("images", "labels")
       snapshots/step_XXXXXXXX.safetensors  at step 0 and every evaluation, per transformer i:
                                    "output_i", "theta_i"; metadata step, count, transform_i
@@ -19,7 +20,9 @@ A run directory, written by rank 0 only::
 The loop is iteration based;
 each iteration reads the batch :class:`~stnkit.train._data.BatchOrder` assigns to it, so a
 run killed at any point and resumed from its last checkpoint retraces the same steps and
-ends, on CPU, with bitwise the same weights as a run never interrupted.
+ends, on CPU, with bitwise the same weights as a run never interrupted, in every
+``config.precision`` (fp32, bf16, fp16: see :mod:`stnkit.train.precision`; the fp16
+GradScaler's state is part of the checkpoint).
 
 ``config.json`` is derived from the checkpoint's config and must agree with it: ``resume`` and
 ``evaluate`` refuse a run whose ``config.json`` is not JSON, has unknown keys or differs from
@@ -286,6 +289,31 @@ def _truncate_metrics(run_dir: Path, step: int) -> None:
                     p.unlink()
             except ValueError:
                 pass
+
+
+# ---------------------------------------------------------------------------- one step
+
+def forward_loss(net: nn.Module, x: Tensor, y: Tensor, *, precision: str,
+                 channels_last: bool) -> tuple[Tensor, Tensor]:
+    """(logits, loss) of one training batch, as the loop computes them.
+
+    The forward pass runs under autocast in ``precision`` (none for fp32) on ``x`` in the
+    run's memory format; the loss takes float32 logits (``.float()`` is the identity in fp32).
+    ``benchmarks/train_step.py`` times this and :func:`optimizer_step`.
+    """
+    with autocast(precision, x.device):
+        logits = net(to_memory_format(x, channels_last))
+    return logits, _loss(logits.float(), y)
+
+
+def optimizer_step(opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                   loss: Tensor) -> None:
+    """Backward and update: in fp16 the loss is scaled, the step skipped on Inf/NaN
+    gradients and the scale adapted; otherwise the scaler is disabled and passes through."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -655,9 +683,8 @@ class _Run:
                     lr = _set_lr(self.opt, _lr_factor(cfg, step))
                     idx = order.indices(step, rank=dist.rank, world_size=dist.world_size)
                     x, y = self.train_data.batch(idx, device)
-                    with autocast(cfg.precision, device):  # fp32: no autocast at all
-                        logits = net(to_memory_format(x, nhwc))
-                    loss = _loss(logits.float(), y)  # fp32 logits: .float() is the identity
+                    logits, loss = forward_loss(net, x, y, precision=cfg.precision,
+                                                channels_last=nhwc)
                     with torch.no_grad():
                         loss_value = float(loss)
                         finite = math.isfinite(loss_value)
@@ -671,12 +698,7 @@ class _Run:
                         raise TrainingDiverged(
                             f"training diverged at step {step + 1}: the loss is {what}; "
                             f"{self._kept()}", step=step + 1, checkpoint_step=self.last_ckpt_step)
-                    self.opt.zero_grad(set_to_none=True)
-                    # fp16: scaled loss, the step skipped on Inf/NaN gradients, the scale
-                    # adapted; otherwise the scaler is disabled and passes each call through
-                    scaler.scale(loss).backward()
-                    scaler.step(self.opt)
-                    scaler.update()
+                    optimizer_step(self.opt, scaler, loss)
                     busy += time.perf_counter() - t_step
                     step += 1
                     window += stats[:3]

@@ -19,10 +19,18 @@ Variants (``S`` is the output size; parameter names in brackets, all overridable
   inside the canvas with a ``margin`` (1 px) of empty border: the bilinear support of its
   ink (the ink box grown by 1 px, rotated and scaled) must lie within
   [-0.5 + margin, S - 0.5 - margin].
-- ``P`` (S=28): the corners of the digit's frame, scaled by ``scale`` ~ U[0.75, 1] about the
-  centre, each moved by N(0, ``corner_sigma`` = 5) output pixels per coordinate; the
-  homography through the four moved corners warps the digit. Draws whose moved corners
-  fold over (a non-convex quadrilateral: no view of a plane; about 1 in 300) are redrawn.
+- ``P`` (S=28): the paper's "scaling a digit image randomly between 0.75 and 1.0, and then
+  perturbing the four corners of the image with Gaussian noise (standard deviation of 5
+  pixels) then projecting to the original size", read as: the corners of the digit's frame
+  (pixel edges, (-0.5, -0.5) to (27.5, 27.5)) are scaled by ``scale`` ~ U[0.75, 1] about the
+  canvas centre, then each is moved by N(0, ``corner_sigma`` = 5) output pixels per
+  coordinate; the digit is warped forward, into the S x S canvas, by the homography taking
+  the frame's corners to the moved ones (``cv2.getPerspectiveTransform(frame, corners)``;
+  ``theta`` is its inverse, output -> input). Draws whose moved corners fold over (a
+  non-convex quadrilateral: no view of a plane; 1.4 % of first draws) are redrawn. Noise
+  this large on a 21-28 px square leaves about 19 % of the digits cut by the border, shrunk
+  or squashed, as many as an independent OpenCV implementation of the same reading gives
+  (``docs/results/p-distortion.md``, ``scripts/check_p_distortion.py``).
 - ``E`` (S=28): scale ``scale`` ~ U[0.75, 1], then a thin-plate spline: the output's regular
   4x4 lattice of ``control_points`` samples the input at the scaled lattice point moved by
   N(0, ``control_sigma`` = 1.5) digit pixels per coordinate (the TPS source points).

@@ -170,7 +170,7 @@ def main(argv=None) -> None:
                 steps[key]()  # warm-up (oneDNN primitive creation, allocator)
                 results[key] = []
             except Exception as e:  # noqa: BLE001 - shown in the table, not hidden
-                errors[key] = f"{type(e).__name__}: {str(e)[:60]}"
+                errors[key] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
                 steps.pop(key, None)
     for r in range(args.rounds):
         for key, step in steps.items():

@@ -164,8 +164,8 @@ def identity(batch: int = 1, *, dim: int = 2, dtype: torch.dtype | None = None,
     fn = "identity"
     if isinstance(batch, bool) or not isinstance(batch, int):
         fail(fn, "batch", "an int", repr(batch), error=TypeError)
-    if batch < 0:
-        fail(fn, "batch", "a non-negative int", batch)
+    if not 0 <= batch < 2**31:
+        fail(fn, "batch", "an int in [0, 2**31) (the ops' index limit)", batch)
     if dim not in (2, 3) or isinstance(dim, bool):
         fail(fn, "dim", "2 or 3", repr(dim))
     dtype = dtype or torch.get_default_dtype()

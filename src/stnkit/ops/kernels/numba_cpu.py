@@ -173,15 +173,18 @@ def _theta_grad(rows: np.ndarray, axes, projective: bool, out_shape) -> np.ndarr
               np.repeat(axes[2][0] * np.arange(Do) + axes[2][1], Ho)]
     nrow = nd + 1 if projective else nd
     grad = np.empty((B, nrow, nd + 1))
-    for c in range(nrow):
-        sj = r[:, :, 2 * c].sum(axis=1)
-        s1 = r[:, :, 2 * c + 1].sum(axis=1)
-        grad[:, c, 0] = axes[0][0] * sj + axes[0][1] * s1
-        for d, y in enumerate(ys):
-            grad[:, c, d + 1] = r[:, :, 2 * c + 1] @ y
-        grad[:, c, nd] = s1
-        # d pixel / d normalised: s for the coordinate rows; -1 (already in pixels) for w
-        grad[:, c] *= axes[c][2] if c < nd else -1.0
+    # NaN / Inf row sums (from NaN / Inf pixels or upstream gradients) propagate as in the
+    # torch path; numpy's warnings about them are not news to the caller.
+    with np.errstate(invalid="ignore", over="ignore"):
+        for c in range(nrow):
+            sj = r[:, :, 2 * c].sum(axis=1)
+            s1 = r[:, :, 2 * c + 1].sum(axis=1)
+            grad[:, c, 0] = axes[0][0] * sj + axes[0][1] * s1
+            for d, y in enumerate(ys):
+                grad[:, c, d + 1] = r[:, :, 2 * c + 1] @ y
+            grad[:, c, nd] = s1
+            # d pixel / d normalised: s for the coordinate rows; -1 (already in pixels) for w
+            grad[:, c] *= axes[c][2] if c < nd else -1.0
     return grad
 
 

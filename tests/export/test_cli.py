@@ -79,7 +79,7 @@ def test_refuses_when_onnxruntime_disagrees(cli, fcn_run, tmp_path, monkeypatch)
 @pytest.mark.parametrize("args, code, match", [
     (["-o", "x.onnx", "--tolerance", "-1"], 2, "argument --tolerance: expected a finite"),
     (["-o", "x.onnx", "--opset", "0"], 2, "argument --opset: expected a positive integer"),
-    ([], 2, "the following arguments are required: -o/--output"),
+    ([], 2, "the following arguments are required: -o/--out"),
 ])
 def test_bad_flags(cli, fcn_run, args, code, match):
     c, out, err = cli("export", fcn_run, *args)

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from stnkit.cli.train import positive_int
 
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of `stnkit train`")
-    parser.add_argument("-o", "--output", metavar="FILE", required=True,
+    parser.add_argument("-o", "--out", "--output", dest="out", metavar="FILE", required=True,
                         help="the ONNX file to write (e.g. model.onnx)")
     parser.add_argument("--data-dir", metavar="DIR", default=None,
                         help="MNIST directory ('embedded': the subset in the package); "
@@ -96,9 +96,9 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(
             f"onnxruntime's test error {err_onnx:.2f}% differs from torch's {err_torch:.2f}% "
             f"by more than --tolerance {args.tolerance:g} percentage points (max |logit "
-            f"difference| {max_diff:.3g}); {args.output} not written")
-    atomic_write_bytes(args.output, blob)
+            f"difference| {max_diff:.3g}); {args.out} not written")
+    atomic_write_bytes(args.out, blob)
     c, h, w = data.image_size
-    wrote(args, args.output, f"ONNX opset {opset}: input (batch, {c}, {h}, {w}) float32 in "
+    wrote(args, args.out, f"ONNX opset {opset}: input (batch, {c}, {h}, {w}) float32 in "
                              f"[0, 1] -> logits (batch, {data.num_classes})")
     return 0

@@ -1,4 +1,4 @@
-"""Fixtures of the export tests."""
+"""Fixtures shared by the test packages."""
 
 from __future__ import annotations
 

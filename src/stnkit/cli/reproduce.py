@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="subset of models (default: the paper's for the experiment)")
     parser.add_argument("--seeds", type=positive_int, default=3, metavar="N",
                         help="seeds per cell (0..N-1; default 3)")
-    parser.add_argument("--schedule", choices=("paper", "cpu"), default="paper")
+    parser.add_argument("--schedule", choices=("paper", "cpu", "fresh"), default="paper")
     parser.add_argument("--iterations", type=positive_int, default=None, metavar="N",
                         help="override the schedule's number of iterations")
     parser.add_argument("--data-dir", default=None, metavar="DIR",

@@ -19,8 +19,9 @@ from stnkit.cli import add_quiet
 
 HELP = "train a model on a distorted-MNIST variant (or continue a run with --resume)"
 
-_CHOICES = {"schedule": ("paper", "cpu"), "optimizer": ("sgd", "adam", "adamw"),
-            "device": ("auto", "cpu", "cuda"), "precision": ("fp32", "bf16", "fp16")}
+_CHOICES = {"schedule": ("paper", "cpu", "fresh"), "optimizer": ("sgd", "adam", "adamw"),
+            "device": ("auto", "cpu", "cuda"), "precision": ("fp32", "bf16", "fp16"),
+            "lr_schedule": ("step", "cosine")}
 _METAVARS = {"model": "NAME", "data": "VARIANT", "out": "RUN_DIR", "data_dir": "DIR"}
 
 
@@ -66,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE",
                         help="YAML/TOML/JSON file of settings (keys: the long flags' names)")
     positive = {"iterations", "batch_size", "checkpoint_every", "eval_every", "log_every",
-                "snapshot_count", "train_size", "test_size", "num_threads"}
+                "snapshot_count", "train_size", "test_size", "num_threads", "validation_size"}
     for f in _fields():
         flag = "--" + f.name.replace("_", "-")
         kind = f.metadata["kind"].removeprefix("optional ")
@@ -92,8 +93,10 @@ def _summary(result: dict) -> str:
     def pct(x):
         return "n/a" if x is None else f"{x:.2f}%"
 
+    held = ("validation error", result["validation_error"]) if "validation_error" in result \
+        else ("test error", result["test_error"])
     return (f"{result['model']} on {result['data']}: step {result['step']}, train error "
-            f"{pct(result['train_error'])}, test error {pct(result['test_error'])} "
+            f"{pct(result['train_error'])}, {held[0]} {pct(held[1])} "
             f"({result['time']:.1f} s) -> {result['run_dir']}")
 
 

@@ -70,7 +70,9 @@ output -> input matrix given to ``warp``):
 Randomness: sample i draws everything from its own generator, seeded by
 ``SeedSequence([seed, crc32(variant), split id, i])``, so it can be regenerated alone and the
 result does not depend on batching or on the number of workers. Changing a parameter
-rescales the same draws.
+rescales the same draws. *Fresh distortions* (``distort(..., epoch=e)``, used by training
+with ``fresh_distortions``) draw digit i's distortion of epoch e >= 1 from
+``SeedSequence([seed, crc32(variant), split id, i, e])``; epoch 0 is the fixed dataset itself.
 """
 
 from __future__ import annotations
@@ -176,12 +178,12 @@ _KINDS = {
 # --------------------------------------------------------------------------- arguments
 
 
-def check_seed(seed: Any, *, fn: str) -> int:
-    """``seed`` must be an int in [0, 2**63)."""
+def check_seed(seed: Any, *, fn: str, name: str = "seed") -> int:
+    """``seed`` (or another stream key called ``name``) must be an int in [0, 2**63)."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        fail(fn, "seed", "an int", f"{type(seed).__name__} ({seed!r})", error=TypeError)
+        fail(fn, name, "an int", f"{type(seed).__name__} ({seed!r})", error=TypeError)
     if not 0 <= int(seed) < 2**63:
-        fail(fn, "seed", "an int in [0, 2**63)", int(seed))
+        fail(fn, name, "an int in [0, 2**63)", int(seed))
     return int(seed)
 
 
@@ -255,9 +257,13 @@ def resolve_params(variant: str, params: Mapping[str, Any] | None = None, *,
 # --------------------------------------------------------------------------- helpers
 
 
-def sample_rng(seed: int, variant: str, split: str, index: int) -> np.random.Generator:
-    """The generator sample ``index`` draws all its randomness from."""
+def sample_rng(seed: int, variant: str, split: str, index: int, epoch: int = 0,
+               ) -> np.random.Generator:
+    """The generator sample ``index`` draws all its randomness from (in ``epoch`` of fresh
+    distortions; epoch 0 is the fixed dataset)."""
     key = [seed, zlib.crc32(variant.encode()), _SPLIT_IDS[split], int(index)]
+    if epoch:
+        key.append(int(epoch))
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(key)))
 
 
@@ -618,7 +624,7 @@ class _Source:
 
 
 def distort(variant: str, images: Any, labels: Any, indices: Any, *, seed: int = 0,
-            split: str = "train", params: Mapping[str, Any] | None = None,
+            split: str = "train", params: Mapping[str, Any] | None = None, epoch: int = 0,
             _source: _Source | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Generate samples ``indices`` of a distorted-MNIST variant.
 
@@ -629,6 +635,9 @@ def distort(variant: str, images: Any, labels: Any, indices: Any, *, seed: int =
         indices: (B,) sample indices in [0, N); sample i distorts digit i.
         seed, split: select the random stream (per sample, see the module docstring).
         params: overrides of the variant's parameters (see :func:`resolve_params`).
+        epoch: 0 (the default) gives the fixed dataset's samples; epoch e >= 1 draws every
+            sample's distortion (and partners, clutter) afresh, from its own stream
+            ``(seed, variant, split, index, e)``: fresh distortions for training.
     Returns:
         images uint8 (B, C, S, S), labels int64 (B,), and the recorded transforms: a dict of
         arrays whose first dimension is B.
@@ -646,6 +655,7 @@ def distort(variant: str, images: Any, labels: Any, indices: Any, *, seed: int =
         if labels.shape != (len(images),):
             fail(fn, "labels", f"of shape ({len(images)},)", labels.shape)
         _source = _Source(images, labels)
+    epoch = check_seed(epoch, fn=fn, name="epoch")
     idx = np.asarray(indices)
     if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
         fail(fn, "indices", "a 1-D sequence of ints", f"{idx.dtype} {idx.shape}")
@@ -653,7 +663,7 @@ def distort(variant: str, images: Any, labels: Any, indices: Any, *, seed: int =
     n = len(_source.images)
     if idx.size and (idx.min() < 0 or idx.max() >= n):
         fail(fn, "indices", f"in [0, {n})", f"values in [{idx.min()}, {idx.max()}]")
-    rngs = [sample_rng(seed, variant, split, i) for i in idx]
+    rngs = [sample_rng(seed, variant, split, i, epoch) for i in idx]
     out = _GENERATORS[variant](_source, rngs, idx, p)
     labels_out = out[2] if len(out) == 3 else _source.labels[idx]
     return out[0], labels_out.astype(np.int64), out[1]

@@ -4,7 +4,8 @@ A run directory, written by rank 0 only::
 
     RUN_DIR/
       config.json                  the resolved TrainConfig
-      metrics.jsonl                {"step", "split": "train"|"test", "loss", "error" (%), "lr",
+      metrics.jsonl                {"step", "split": "train"|"test"|"validation", "loss",
+                                    "error" (%), "lr",
                                     "images_per_s" (train lines), "time" (s)} a line; a
                                     value that is not finite (a test loss that overflows)
                                     is written as null (JSON has no NaN/Inf)
@@ -12,7 +13,7 @@ A run directory, written by rank 0 only::
       checkpoint.state.safetensors optimizer + RNG      }
       checkpoint.json              step, config, optimizer, scheduler, rng, grad_scaler
                                    (fp16), memory_format, metrics, ...
-      snapshots/inputs.safetensors the first N test samples ("images", "labels")
+      snapshots/inputs.safetensors the first N test (or validation) samples ("images", "labels")
       snapshots/step_XXXXXXXX.safetensors  at step 0 and every evaluation, per transformer i:
                                    "output_i", "theta_i"; metadata step, count, transform_i
       eval.json                    written by evaluate() / `stnkit eval`
@@ -65,7 +66,7 @@ from torch import Tensor, nn
 from stnkit._checks import StnkitError, StnkitFileError, fail, fail_file
 from stnkit._io import remove_stale_temps
 from stnkit.train import checkpoint as ckpt
-from stnkit.train._data import BatchOrder, Split, load_split
+from stnkit.train._data import BatchOrder, Split, load_split, load_training
 from stnkit.train.config import TrainConfig, apply_dry_run, check_config, from_dict, to_dict
 from stnkit.train.distributed import Dist, launch_rank, setup
 from stnkit.train.precision import (autocast, channels_last, make_scaler, scaler_state,
@@ -234,8 +235,16 @@ def _seed_everything(seed: int) -> None:
 
 
 def _lr_factor(cfg: TrainConfig, step: int) -> float:
-    """Learning-rate factor for the iteration that follows ``step`` completed iterations."""
-    return cfg.lr_gamma ** (step // cfg.lr_step) if cfg.lr_step > 0 else 1.0
+    """Learning-rate factor for the iteration that follows ``step`` completed iterations:
+    a linear warm-up over ``cfg.warmup`` iterations, then ``"step"`` (x ``lr_gamma`` every
+    ``lr_step``) or ``"cosine"`` (half a cosine from 1 to 0 between the end of the warm-up
+    and ``cfg.iterations``; a run resumed with more iterations stretches what remains)."""
+    warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup > 0 else 1.0
+    if cfg.lr_schedule == "cosine":
+        span = max(1, cfg.iterations - cfg.warmup)
+        t = min(1.0, max(0, step - cfg.warmup) / span)
+        return warm * 0.5 * (1.0 + math.cos(math.pi * t))
+    return warm * (cfg.lr_gamma ** (step // cfg.lr_step) if cfg.lr_step > 0 else 1.0)
 
 
 def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -389,6 +398,7 @@ class _Run:
         self.last_ckpt_step: int | None = None
         self.last_metrics: dict[str, Any] = {}
         self.elapsed0 = float(resume_from.record.get("elapsed", 0.0)) if resume_from else 0.0
+        self.cpu0 = float(resume_from.record.get("cpu_seconds", 0.0)) if resume_from else 0.0
 
     # -- setup --------------------------------------------------------------------------
     def _prepare_dir(self) -> None:
@@ -542,10 +552,14 @@ class _Run:
     def _load_data(self) -> None:
         cfg = self.cfg
         show = self.progress and self.dist.is_main
-        self.train_data = load_split(cfg.data, "train", seed=cfg.data_seed, data_dir=cfg.data_dir,
-                                     limit=cfg.train_size, progress=show)
-        self.test_data = load_split(cfg.data, "test", seed=cfg.data_seed, data_dir=cfg.data_dir,
-                                    limit=cfg.test_size, progress=show)
+        self.train_data, val = load_training(
+            cfg.data, seed=cfg.data_seed, data_dir=cfg.data_dir, limit=cfg.train_size,
+            validation=cfg.validation_size, fresh=cfg.fresh_distortions, progress=show)
+        # with a validation split the run never looks at the test set (tuning)
+        self.eval_split = "test" if val is None else "validation"
+        self.eval_data = val if val is not None else load_split(
+            cfg.data, "test", seed=cfg.data_seed, data_dir=cfg.data_dir, limit=cfg.test_size,
+            progress=show)
 
     def _build(self, device: torch.device) -> nn.Module:
         cfg = self.cfg
@@ -579,13 +593,13 @@ class _Run:
     def _write_inputs(self) -> None:
         from safetensors.torch import save
 
-        n = min(self.cfg.snapshot_count, len(self.test_data))
-        images, labels = self.test_data.first(n)
+        n = min(self.cfg.snapshot_count, len(self.eval_data))
+        images, labels = self.eval_data.first(n)
         self._write_new(self.run_dir / SNAPSHOTS / "inputs.safetensors",
                         save({"images": images.contiguous(), "labels": labels.contiguous()}))
 
     def _snapshot_inputs(self) -> Tensor:
-        return self.test_data.first(self.cfg.snapshot_count)[0].to(self.device)
+        return self.eval_data.first(self.cfg.snapshot_count)[0].to(self.device)
 
     def _checkpoint(self, step: int, *, finished: bool) -> None:
         """All ranks call this (RNG states are gathered); rank 0 writes."""
@@ -619,8 +633,8 @@ class _Run:
             "finished": finished,
             "config": to_dict(cfg),
             "optimizer": opt_json,
-            "scheduler": {"type": "step", "lr_step": cfg.lr_step, "lr_gamma": cfg.lr_gamma,
-                          "factor": _lr_factor(cfg, step)},
+            "scheduler": {"type": cfg.lr_schedule, "warmup": cfg.warmup, "lr_step": cfg.lr_step,
+                          "lr_gamma": cfg.lr_gamma, "factor": _lr_factor(cfg, step)},
             "rng": rng_json,
             "grad_scaler": scaler_state(self.scaler),
             "memory_format": "channels_last" if self.channels_last else "contiguous",
@@ -628,6 +642,7 @@ class _Run:
                         "num_samples": len(self.train_data), "position": step * cfg.batch_size},
             "world_size": self.dist.world_size,
             "elapsed": self._elapsed(),
+            "cpu_seconds": round(self._cpu_seconds(), 3),
             "metrics": self.last_metrics,
             "torch_version": torch.__version__,
             "num_threads": torch.get_num_threads(),
@@ -647,21 +662,26 @@ class _Run:
     def _elapsed(self) -> float:
         return self.elapsed0 + (time.perf_counter() - self.t0 if hasattr(self, "t0") else 0.0)
 
+    def _cpu_seconds(self) -> float:
+        """CPU time of this process (all its threads) spent in the loop, summed over resumes:
+        the cost of a run whatever else shares the machine."""
+        return self.cpu0 + (time.process_time() - self.c0 if hasattr(self, "c0") else 0.0)
+
     def _evaluate(self, step: int) -> dict[str, Any]:
-        loss, err, _ = evaluate_split(self.model, self.test_data, self.device, self.dist,
+        loss, err, _ = evaluate_split(self.model, self.eval_data, self.device, self.dist,
                                       precision=self.cfg.precision)
-        line = {"step": step, "split": "test", "loss": _round(loss), "error": _round(err),
+        line = {"step": step, "split": self.eval_split, "loss": _round(loss), "error": _round(err),
                 "lr": _round(self.opt.param_groups[0]["lr"]), "time": round(self._elapsed(), 3)}
         if self.dist.is_main:
             _append_jsonl(self.run_dir / "metrics.jsonl", line)
             _write_snapshot(self.run_dir, self.model, self._snapshot_inputs(), step,
                             precision=self.cfg.precision)
-        self.last_metrics["test"] = line
+        self.last_metrics[self.eval_split] = line
         return line
 
     def _loop(self, start: int, order: BatchOrder) -> dict[str, Any]:
         cfg, dist, device = self.cfg, self.dist, self.device
-        self.t0 = time.perf_counter()
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
         if start >= cfg.iterations:
             return self._result(start)
         bar = None
@@ -681,8 +701,8 @@ class _Run:
                 while step < cfg.iterations:
                     t_step = time.perf_counter()
                     lr = _set_lr(self.opt, _lr_factor(cfg, step))
-                    idx = order.indices(step, rank=dist.rank, world_size=dist.world_size)
-                    x, y = self.train_data.batch(idx, device)
+                    idx, epochs = order.draw(step, rank=dist.rank, world_size=dist.world_size)
+                    x, y = self.train_data.batch(idx, device, epochs)
                     logits, loss = forward_loss(net, x, y, precision=cfg.precision,
                                                 channels_last=nhwc)
                     with torch.no_grad():
@@ -739,10 +759,14 @@ class _Run:
     def _result(self, step: int) -> dict[str, Any]:
         train = self.last_metrics.get("train", {})
         test = self.last_metrics.get("test", {})
-        return {"run_dir": str(self.run_dir), "step": step, "model": self.cfg.model,
-                "data": self.cfg.data, "train_loss": train.get("loss"),
-                "train_error": train.get("error"), "test_loss": test.get("loss"),
-                "test_error": test.get("error"), "time": round(self._elapsed(), 3)}
+        out = {"run_dir": str(self.run_dir), "step": step, "model": self.cfg.model,
+               "data": self.cfg.data, "train_loss": train.get("loss"),
+               "train_error": train.get("error"), "test_loss": test.get("loss"),
+               "test_error": test.get("error"), "time": round(self._elapsed(), 3)}
+        if "validation" in self.last_metrics:
+            val = self.last_metrics["validation"]
+            out.update(validation_loss=val.get("loss"), validation_error=val.get("error"))
+        return out
 
 
 # ---------------------------------------------------------------------------- public API

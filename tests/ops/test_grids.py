@@ -269,11 +269,12 @@ def test_batch_empty_noncontiguous_no_mutation(name, fn, theta):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name,fn,theta", _cases(), ids=[c[0] for c in _cases()])
 def test_half_precision_is_computed_in_float32(name, fn, theta, dtype):
+    # a grid is coordinates: float32 for a 16-bit theta (the ops' mixed-precision policy)
     low = theta.to(dtype).requires_grad_()
     grid = fn(low)
-    assert grid.dtype == dtype
+    assert grid.dtype == torch.float32
     ref = fn(low.detach().float())
-    assert torch.equal(grid, ref.to(dtype))
+    assert torch.equal(grid, ref)
     grid.float().sum().backward()
     assert low.grad.dtype == dtype and torch.isfinite(low.grad).all()
 
@@ -322,8 +323,8 @@ SRC = tps_lattice(16)[None]
     (lambda: tps_grid(SRC[:, :1], (3, 3)), ValueError, r"perfect square K >= 4 .* got K = 1"),
     (lambda: tps_grid(SRC, (3, 3), dst_points=tps_lattice(9)), ValueError,
      r"tps_grid: expected dst_points of shape \(16, 2\), got \(9, 2\)"),
-    (lambda: tps_grid(SRC, (3, 3), dst_points=tps_lattice(16, dtype=F64)), TypeError,
-     r"tps_grid: expected dst_points to have the same dtype as src_points \(torch.float32\)"),
+    (lambda: tps_grid(SRC, (3, 3), dst_points=tps_lattice(16).int()), TypeError,
+     r"tps_grid: expected dst_points to have a floating dtype, got torch.int32"),
     (lambda: tps_grid(SRC, (3, 3), dst_points=tps_lattice(16, device="meta")), ValueError,
      r"tps_grid: expected dst_points to be on the same device as src_points \(cpu\), got meta"),
     (lambda: tps_grid(SRC, (3, 3), dst_points=torch.cat([tps_lattice(16)[:15],

@@ -10,8 +10,9 @@ The output locations themselves are the pixel centres of an (H, W) (or (D, H, W)
   of the corner pixels); a size-1 axis sits at 0 in both cases, as in PyTorch.
 
 Every generator is a ``torch.autograd.Function`` with a hand-derived backward (formula in a
-comment beside it). float16/bfloat16 parameters are computed in float32 and the grid is cast
-back to the parameters' dtype.
+comment beside it). Precision (``stnkit.ops``, "Mixed precision"): a grid is coordinates, so
+it is computed and returned in float32 for float16 / bfloat16 parameters (float32 and float64
+keep theirs), also under ``torch.autocast``; the gradient of the parameters has their dtype.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ from torch import Tensor
 from stnkit._checks import (
     check_floating,
     check_same_device,
-    check_same_dtype,
     check_shape,
     check_size,
     check_tensor,
     fail,
     format_shape,
 )
+from stnkit.ops._precision import compute_dtype, full_precision
 
 __all__ = [
     "affine_grid",
@@ -55,12 +56,6 @@ def check_grid_size(size, ndim: int, *, fn: str, name: str = "size") -> tuple[in
         fail(fn, name, f"to have at most {MAX_PIXELS} (2**31 - 1) pixels per image, the index "
              "limit", f"{size!r} ({n} pixels)")
     return size
-
-_HALF = (torch.float16, torch.bfloat16)
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in _HALF else dtype
 
 
 def _linspace(n: int, align_corners: bool, *, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -97,6 +92,7 @@ class _AffineGrid(torch.autograd.Function):
     """grid[b, p] = theta[b] @ base[p]   (base[p] = [x_p, y_p(, z_p), 1])."""
 
     @staticmethod
+    @full_precision
     def forward(ctx, theta: Tensor, size: tuple[int, ...], align_corners: bool) -> Tensor:
         ctx.size, ctx.align_corners = size, align_corners
         base = base_coordinates(size, align_corners, dtype=theta.dtype, device=theta.device)
@@ -104,6 +100,7 @@ class _AffineGrid(torch.autograd.Function):
         return grid.reshape(theta.shape[0], *size, theta.shape[1])  # (B, [D,] H, W, n)
 
     @staticmethod
+    @full_precision
     def backward(ctx, grad_grid: Tensor):
         # The grid is linear in theta:  d grid[p]_i / d theta_ij = base[p]_j, so
         #   grad_theta = sum_p grad_grid[p] (x) base[p] = grad_grid^T @ base.
@@ -126,7 +123,8 @@ def affine_grid(theta: Tensor, size, *, align_corners: bool = False) -> Tensor:
         size: (H_out, W_out) for (B, 2, 3); (D_out, H_out, W_out) for (B, 3, 4).
         align_corners: see the module docstring.
     Returns:
-        (B, H_out, W_out, 2) (x, y) or (B, D_out, H_out, W_out, 3) (x, y, z) input coordinates.
+        (B, H_out, W_out, 2) (x, y) or (B, D_out, H_out, W_out, 3) (x, y, z) input coordinates,
+        float32 for a float16 / bfloat16 theta, else theta's dtype.
 
     >>> affine_grid(torch.eye(2, 3)[None], (4, 4)).shape
     torch.Size([1, 4, 4, 2])
@@ -139,8 +137,7 @@ def affine_grid(theta: Tensor, size, *, align_corners: bool = False) -> Tensor:
     ndim = theta.shape[1]
     size = check_grid_size(size, ndim, fn=fn)
     _check_bool(align_corners, "align_corners", fn)
-    work = _compute_dtype(theta.dtype)
-    return _AffineGrid.apply(theta.to(work), size, align_corners).to(theta.dtype)
+    return _AffineGrid.apply(theta.to(compute_dtype(theta)), size, align_corners)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,6 +154,7 @@ class _ProjectiveGrid(torch.autograd.Function):
     """grid[b, p] = (u / w, v / w) with (u, v, w) = H[b] @ [x_p, y_p, 1]; NaN where w <= 0."""
 
     @staticmethod
+    @full_precision
     def forward(ctx, theta: Tensor, size: tuple[int, int], align_corners: bool) -> Tensor:
         ctx.size, ctx.align_corners = size, align_corners
         ctx.save_for_backward(theta)
@@ -166,6 +164,7 @@ class _ProjectiveGrid(torch.autograd.Function):
         return grid.reshape(theta.shape[0], *size, 2)  # (B, H, W, 2)
 
     @staticmethod
+    @full_precision
     def backward(ctx, grad_grid: Tensor):
         # Quotient rule, with X = u / w, Y = v / w and base b = [x, y, 1]:
         #   dX/dh0 = b / w,   dY/dh1 = b / w,   d(X, Y)/dh2 = -(X, Y) b / w
@@ -200,15 +199,15 @@ def projective_grid(theta: Tensor, size, *, align_corners: bool = False) -> Tens
         theta: (B, 3, 3), maps output coordinates to input coordinates, normalised [-1, 1].
         size: (H_out, W_out).
     Returns:
-        (B, H_out, W_out, 2) input coordinates (x, y).
+        (B, H_out, W_out, 2) input coordinates (x, y), float32 for a float16 / bfloat16
+        theta, else theta's dtype.
     """
     fn = "projective_grid"
     check_shape(theta, ("B", 3, 3), name="theta", fn=fn)
     check_floating(theta, name="theta", fn=fn)
     size = check_grid_size(size, 2, fn=fn)
     _check_bool(align_corners, "align_corners", fn)
-    work = _compute_dtype(theta.dtype)
-    return _ProjectiveGrid.apply(theta.to(work), size, align_corners).to(theta.dtype)
+    return _ProjectiveGrid.apply(theta.to(compute_dtype(theta)), size, align_corners)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,7 +316,7 @@ def tps_matrix(size, *, dst_points: Tensor | None = None, k: int | None = None,
         points = dst_points
         dtype = dtype or dst_points.dtype
         device = device if device is not None else dst_points.device
-    dtype = _compute_dtype(dtype or torch.get_default_dtype())
+    dtype = compute_dtype(dtype or torch.get_default_dtype())
     return _tps_matrix(points, size, align_corners, fn).to(dtype=dtype, device=device)
 
 
@@ -325,12 +324,14 @@ class _TPSGrid(torch.autograd.Function):
     """grid[b] = A @ src[b]; A (H*W, K) is constant for given dst/size/align_corners."""
 
     @staticmethod
+    @full_precision
     def forward(ctx, src: Tensor, a: Tensor, size: tuple[int, int]) -> Tensor:
         ctx.save_for_backward(a)
         grid = torch.matmul(a, src)  # (B, P, 2)
         return grid.reshape(src.shape[0], *size, 2)  # (B, H, W, 2)
 
     @staticmethod
+    @full_precision
     def backward(ctx, grad_grid: Tensor):
         # Linear map: grad_src = A^T @ grad_grid.
         (a,) = ctx.saved_tensors
@@ -354,7 +355,7 @@ def check_tps_points(src_points: Tensor, dst_points: Tensor | None, *, fn: str,
                  "(default lattice)", f"K = {k}")
     else:
         check_shape(dst_points, (k, 2), name="dst_points", fn=fn)
-        check_same_dtype(src_points, dst_points, names=(name, "dst_points"), fn=fn)
+        check_floating(dst_points, name="dst_points", fn=fn)  # any: solved in float64
         check_same_device(src_points, dst_points, names=(name, "dst_points"), fn=fn)
         if not bool(torch.isfinite(dst_points).all()):
             fail(fn, "dst_points", "to be finite", "NaN or Inf")
@@ -379,17 +380,19 @@ def tps_grid(src_points: Tensor, size, *, dst_points: Tensor | None = None,
         dst_points: (K, 2) where the control points sit in the output; default
             ``tps_lattice(K)``, a regular sqrt(K) x sqrt(K) lattice over [-1, 1] (K must then
             be a perfect square >= 4; 16 in the paper). Must be distinct and not all collinear.
+            Any floating dtype (the spline is solved in float64).
         matrix: (H_out * W_out, K), a precomputed ``tps_matrix`` for this size, dst_points
             and align_corners (not checked against them), dtype and device of src_points
             (float32 for float16/bfloat16 src_points).
     Returns:
-        (B, H_out, W_out, 2) input coordinates (x, y).
+        (B, H_out, W_out, 2) input coordinates (x, y), float32 for float16 / bfloat16
+        src_points, else their dtype.
     """
     fn = "tps_grid"
     k = check_tps_points(src_points, dst_points, fn=fn)
     size = check_grid_size(size, 2, fn=fn)
     _check_bool(align_corners, "align_corners", fn)
-    work = _compute_dtype(src_points.dtype)
+    work = compute_dtype(src_points)
     if matrix is None:
         points = tps_lattice(k, dtype=torch.float64) if dst_points is None else dst_points
         a = _tps_matrix(points, size, align_corners).to(dtype=work, device=src_points.device)
@@ -399,7 +402,7 @@ def tps_grid(src_points: Tensor, size, *, dst_points: Tensor | None = None,
             fail(fn, "matrix", f"to have dtype {work}", matrix.dtype, error=TypeError)
         check_same_device(src_points, matrix, names=("src_points", "matrix"), fn=fn)
         a = matrix
-    return _TPSGrid.apply(src_points.to(work), a, size).to(src_points.dtype)
+    return _TPSGrid.apply(src_points.to(work), a, size)
 
 
 def _check_bool(value, name: str, fn: str) -> None:

@@ -104,12 +104,12 @@ from stnkit._checks import (
     check_floating,
     check_same_batch,
     check_same_device,
-    check_same_dtype,
     check_shape,
     check_tensor,
     fail,
     format_shape,
 )
+from stnkit.ops._precision import compute_dtype
 from stnkit.ops.grids import MAX_PIXELS
 
 __all__ = ["MODES", "PADDING_MODES", "sample"]
@@ -117,7 +117,6 @@ __all__ = ["MODES", "PADDING_MODES", "sample"]
 MODES = ("bilinear", "nearest", "bicubic")
 PADDING_MODES = ("zeros", "border", "reflection")
 
-_HALF = (torch.float16, torch.bfloat16)
 _CUBIC_A = -0.75  # Keys' a, as in PyTorch's bicubic
 
 
@@ -132,15 +131,16 @@ def sample(input: Tensor, grid: Tensor, *, mode: str = "bilinear", padding_mode:
     Args:
         input: (B, C, H_in, W_in) or (B, C, D_in, H_in, W_in), floating.
         grid: (B, H, W, 2) of (x, y), or (B, D, H, W, 3) of (x, y, z), normalised [-1, 1];
-            same dtype and device as ``input``. NaN/Inf points sample 0 (outside).
+            any floating dtype, device of ``input``. NaN/Inf points sample 0 (outside).
         mode: "bilinear", "nearest" or "bicubic" (4-D input only).
         padding_mode: "zeros", "border" or "reflection".
         align_corners: whether -1 and 1 are the centres (True) or outer edges (False) of the
             corner pixels.
     Returns:
-        (B, C, H, W) or (B, C, D, H, W), dtype and device of ``input``. float16/bfloat16 are
-        computed in float32 and cast back. Twice differentiable (``create_graph=True``); a
-        third derivative raises.
+        (B, C, H, W) or (B, C, D, H, W), dtype and device of ``input``. Computed in float64
+        if input or grid is float64, else in float32 (``stnkit.ops``, "Mixed precision");
+        the gradients have the dtypes of input and grid. Twice differentiable
+        (``create_graph=True``); a third derivative raises.
 
     >>> sample(torch.arange(4.0).view(1, 1, 2, 2), torch.zeros(1, 1, 1, 2)).item()
     1.5
@@ -155,7 +155,6 @@ def sample(input: Tensor, grid: Tensor, *, mode: str = "bilinear", padding_mode:
                 fn=fn)
     check_floating(input, name="input", fn=fn)
     check_floating(grid, name="grid", fn=fn)
-    check_same_dtype(input, grid, names=("input", "grid"), fn=fn)
     check_same_device(input, grid, names=("input", "grid"), fn=fn)
     check_same_batch(input, grid, names=("input", "grid"), fn=fn)
     check_choice(mode, MODES, name="mode", fn=fn)
@@ -170,10 +169,9 @@ def sample(input: Tensor, grid: Tensor, *, mode: str = "bilinear", padding_mode:
         fail(fn, "grid", f"to have at most {MAX_PIXELS} (2**31 - 1) points per image, the index "
              "limit", format_shape(grid.shape))
 
-    if input.dtype in _HALF:
-        out = _Sample.apply(input.float(), grid.float(), mode, padding_mode, align_corners)
-        return out.to(input.dtype)
-    return _Sample.apply(input, grid, mode, padding_mode, align_corners)
+    work = compute_dtype(input, grid)  # no-op casts when both have it already
+    out = _Sample.apply(input.to(work), grid.to(work), mode, padding_mode, align_corners)
+    return out.to(input.dtype)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,12 +34,12 @@ from stnkit._checks import (
     check_floating,
     check_same_batch,
     check_same_device,
-    check_same_dtype,
     check_shape,
     check_tensor,
     fail,
     format_shape,
 )
+from stnkit.ops._precision import compute_dtype
 from stnkit.ops.grids import (
     affine_grid,
     check_grid_size,
@@ -78,8 +78,8 @@ def warp(input: Tensor, theta: Tensor, *, transform: str = "affine", size=None,
 
     Args:
         input: (B, C, H, W), or (B, C, D, H, W) for 3-D affine.
-        theta: maps output coordinates to input coordinates, normalised [-1, 1], same dtype
-            and device as ``input``:
+        theta: maps output coordinates to input coordinates, normalised [-1, 1], any
+            floating dtype, device of ``input``:
             ``"affine"``: (B, 2, 3), or (B, 3, 4) with 5-D input;
             ``"projective"``: (B, 3, 3) homography (points with w <= 0 sample as outside);
             ``"tps"``: (B, K, 2) source control points (see ``tps_grid``).
@@ -93,7 +93,9 @@ def warp(input: Tensor, theta: Tensor, *, transform: str = "affine", size=None,
             (default: the regular lattice of ``tps_grid``). Kernel backends do not take it,
             so a call with dst_points runs on "torch".
     Returns:
-        (B, C, *size).
+        (B, C, *size), dtype of ``input``; computed in float64 if input or theta is float64,
+        else in float32, on every backend (``stnkit.ops``, "Mixed precision"). The gradients
+        have the dtypes of input and theta.
     """
     fn = "warp"
     check_tensor(input, name="input", fn=fn)
@@ -125,7 +127,7 @@ def warp(input: Tensor, theta: Tensor, *, transform: str = "affine", size=None,
         check_tps_points(theta, dst_points, fn=fn, name="theta")
     else:
         check_shape(theta, spec, name="theta", fn=fn)
-    check_same_dtype(input, theta, names=("input", "theta"), fn=fn)
+    check_floating(theta, name="theta", fn=fn)
     check_same_device(input, theta, names=("input", "theta"), fn=fn)
     check_same_batch(input, theta, names=("input", "theta"), fn=fn)
     if dst_points is not None and transform != "tps":
@@ -156,6 +158,7 @@ def warp(input: Tensor, theta: Tensor, *, transform: str = "affine", size=None,
                            padding_mode=padding_mode, align_corners=align_corners,
                            deterministic=deterministic)
 
+    theta = theta.to(compute_dtype(input, theta))  # the grid in the compute dtype, not theta's
     if transform == "affine":
         grid = affine_grid(theta, size, align_corners=align_corners)
     elif transform == "projective":

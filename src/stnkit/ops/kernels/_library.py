@@ -15,7 +15,9 @@ Schemas (fixed: ``torch.export`` graphs and the ONNX translation refer to them b
 the compiler); ``warp_triton`` / ``warp_triton_backward`` the Triton kernels (CUDA,
 ``triton_op``: the compiler sees the kernels). Arguments: input (B, C, H, W) or
 (B, C, D, H, W); theta (B, 2, 3) / (B, 3, 4) for ``transform="affine"`` (2-D / 3-D), (B, 3, 3)
-for ``"projective"``; size the output's spatial size; mode ``"bilinear"`` / ``"nearest"``;
+for ``"projective"``, any floating dtypes each (the output and grad_input have the input's,
+grad_theta theta's; computed in float64 if either is float64, else float32: the policy of
+``stnkit.ops._precision``, which every kernel follows); size the output's spatial size; mode ``"bilinear"`` / ``"nearest"``;
 padding_mode ``"zeros"`` / ``"border"`` / ``"reflection"``. The backward op returns
 (grad_input, grad_theta); an output whose ``output_mask`` entry is False is not computed and
 comes back as an empty (0,) tensor.
@@ -33,7 +35,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from stnkit._checks import check_choice, fail, format_shape
+from stnkit._checks import check_choice, check_floating, fail, format_shape
+from stnkit.ops._precision import compute_dtype
 
 __all__ = ["TRANSFORMS", "MODES", "PADDING_MODES", "register"]
 
@@ -49,6 +52,8 @@ def check_args(fn: str, input: Tensor, theta: Tensor, size: Sequence[int], trans
     check_choice(transform, TRANSFORMS, name="transform", fn=fn)
     check_choice(mode, MODES, name="mode", fn=fn)
     check_choice(padding_mode, PADDING_MODES, name="padding_mode", fn=fn)
+    check_floating(input, name="input", fn=fn)
+    check_floating(theta, name="theta", fn=fn)
     nd = input.dim() - 2
     if nd not in (2, 3) or (nd == 3 and transform != "affine"):
         fail(fn, "input", f"of shape (B, C, H, W){' or (B, C, D, H, W)' * (transform == 'affine')}"
@@ -68,6 +73,7 @@ def torch_path(input: Tensor, theta: Tensor, size: Sequence[int], transform: str
     from stnkit.ops.sample import sample
 
     grid_fn = projective_grid if transform == "projective" else affine_grid
+    theta = theta.to(compute_dtype(input, theta))  # as stnkit.ops.warp's torch path
     grid = grid_fn(theta, tuple(size), align_corners=align_corners)
     return sample(input, grid, mode=mode, padding_mode=padding_mode,
                   align_corners=align_corners)

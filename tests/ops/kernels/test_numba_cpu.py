@@ -451,7 +451,9 @@ def test_supports():
     ok = {"transform": "affine", "mode": "bilinear", "padding_mode": "zeros"}
     assert numba_cpu.supports(x, t, **ok) is None
     assert numba_cpu.supports(x.double(), t.double(), **dict(ok, transform="projective")) is None
-    assert "float16" in numba_cpu.supports(x.half(), t.half(), **ok)
+    assert numba_cpu.supports(x.half(), t, **ok) is None  # 16-bit images: in float32
+    assert numba_cpu.supports(x.bfloat16(), t.double(), **ok) is None
+    assert "floating" in numba_cpu.supports(x.int(), t, **ok)
     assert "tps" in numba_cpu.supports(x, t, **dict(ok, transform="tps"))
     assert "bicubic" in numba_cpu.supports(x, t, **dict(ok, mode="bicubic"))
     assert "5-D" in numba_cpu.supports(x[..., None], t, **dict(ok, transform="projective"))

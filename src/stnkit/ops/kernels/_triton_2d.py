@@ -1,8 +1,9 @@
 """Triton kernels of the fused 2-D warp: affine / projective, bilinear / nearest.
 
-Layout: ``inp`` (B, C, H*W), ``out`` / ``gout`` (B, C, Ho*Wo), contiguous, float32 or float64.
-``cf`` (B, 9) in the input's dtype maps output pixel indices (j, i) to input *pixel*
-coordinates, both unnormalisations folded in (see ``triton_gpu._coefficients``):
+Layout: ``inp`` (B, C, H*W), ``out`` / ``gout`` (B, C, Ho*Wo), contiguous, any floating dtype.
+``cf`` (B, 9) in the compute dtype (float32, or float64 when the image or theta is) maps
+output pixel indices (j, i) to input *pixel* coordinates, both unnormalisations folded in
+(see ``triton_gpu._coefficients``):
 
     affine:      x = cf0 j + cf1 i + cf2,                 y = cf3 j + cf4 i + cf5
     projective:  x = (cf0 j + cf1 i + cf2) / w,           y = (cf3 j + cf4 i + cf5) / w,
@@ -13,6 +14,11 @@ BLOCK), B)``) and loops over the channels, so a pixel's coordinate and taps are 
 Padding codes: 0 zeros, 1 border, 2 reflection; modes: 0 bilinear, 1 nearest. A coordinate
 outside in every padding mode (NaN, +-Inf, w <= 0) becomes -2: all its taps lie outside.
 Spatial indices are int32 (``supports`` requires H*W < 2**31); batch / channel offsets int64.
+
+Precision: every pixel and upstream gradient is loaded in its own dtype (16-bit included) and
+converted to cf's dtype at once, so coordinates, weights and sums are in the compute dtype;
+the output is stored in the output's dtype; grad_input (``gin``) is a buffer in the compute
+dtype (``triton_gpu`` casts it to the input's dtype).
 """
 
 from __future__ import annotations
@@ -146,6 +152,7 @@ def forward_kernel(inp, cf, out, C, H, W, Ho, Wo, tolx, toly, PROJ: tl.constexpr
                    MODE: tl.constexpr, PAD: tl.constexpr, ALIGN: tl.constexpr,
                    BLOCK: tl.constexpr):
     """out[b, c, i*Wo + j] = input sampled at the source of output pixel (i, j)."""
+    T = cf.dtype.element_ty  # the compute dtype
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     Pl = b * 0 + H * W  # int64 copies: c * P can pass 2**31
@@ -174,20 +181,20 @@ def forward_kernel(inp, cf, out, C, H, W, Ho, Wo, tolx, toly, PROJ: tl.constexpr
         w11 = v * u
         for c in range(C):
             src = in_base + c * Pl
-            v00 = tl.load(src + o, mask=m00, other=0.0)
-            v01 = tl.load(src + o + 1, mask=m01, other=0.0)
-            v10 = tl.load(src + o + W, mask=m10, other=0.0)
-            v11 = tl.load(src + o + W + 1, mask=m11, other=0.0)
+            v00 = tl.load(src + o, mask=m00, other=0.0).to(T)
+            v01 = tl.load(src + o + 1, mask=m01, other=0.0).to(T)
+            v10 = tl.load(src + o + W, mask=m10, other=0.0).to(T)
+            v11 = tl.load(src + o + W + 1, mask=m11, other=0.0).to(T)
             val = w00 * v00 + w01 * v01 + w10 * v10 + w11 * v11
-            tl.store(out_base + c * Nl + offs, val, mask=live)
+            tl.store(out_base + c * Nl + offs, val.to(out.dtype.element_ty), mask=live)
     else:
         xi, inx = _nearest(x, W)
         yi, iny = _nearest(y, H)
         o = yi * W + xi
         mk = live & inx & iny
-        for c in range(C):
+        for c in range(C):  # a copy: no arithmetic
             val = tl.load(in_base + c * Pl + o, mask=mk, other=0.0)
-            tl.store(out_base + c * Nl + offs, val, mask=live)
+            tl.store(out_base + c * Nl + offs, val.to(out.dtype.element_ty), mask=live)
 
 
 @triton.jit
@@ -204,6 +211,7 @@ def backward_kernel(inp, cf, gout, gin, part, C, H, W, Ho, Wo, tolx, toly, NBLK,
     s (j, i, 1)) with s = -q (ex x + ey y) (raw x, y). Bilinear only (nearest: zero).
     dV/dx = sum_taps v * wy * d wx / dx with d wx / dx = (-1, +1) (right derivative at knots).
     """
+    T = cf.dtype.element_ty  # the compute dtype, also gin's
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     Pl = b * 0 + H * W  # int64 copies: c * P can pass 2**31
@@ -233,13 +241,13 @@ def backward_kernel(inp, cf, gout, gin, part, C, H, W, Ho, Wo, tolx, toly, NBLK,
         gx = tl.zeros(x.shape, x.dtype)
         gy = tl.zeros(x.shape, x.dtype)
         for c in range(C):
-            g = tl.load(g_base + c * Nl + offs, mask=live, other=0.0)
+            g = tl.load(g_base + c * Nl + offs, mask=live, other=0.0).to(T)
             if THETA:
                 src = in_base + c * Pl
-                v00 = tl.load(src + o, mask=m00, other=0.0)
-                v01 = tl.load(src + o + 1, mask=m01, other=0.0)
-                v10 = tl.load(src + o + W, mask=m10, other=0.0)
-                v11 = tl.load(src + o + W + 1, mask=m11, other=0.0)
+                v00 = tl.load(src + o, mask=m00, other=0.0).to(T)
+                v01 = tl.load(src + o + 1, mask=m01, other=0.0).to(T)
+                v10 = tl.load(src + o + W, mask=m10, other=0.0).to(T)
+                v11 = tl.load(src + o + W + 1, mask=m11, other=0.0).to(T)
                 gx += g * ((1.0 - v) * (v01 - v00) + v * (v11 - v10))
                 gy += g * ((1.0 - u) * (v10 - v00) + u * (v11 - v01))
             if SCATTER:  # in-image taps; zero weights only for a NaN/Inf g (0 * Inf = NaN)
@@ -274,7 +282,7 @@ def backward_kernel(inp, cf, gout, gin, part, C, H, W, Ho, Wo, tolx, toly, NBLK,
             o = yi * W + xi
             mk = live & inx & iny
             for c in range(C):
-                g = tl.load(g_base + c * Nl + offs, mask=live, other=0.0)
+                g = tl.load(g_base + c * Nl + offs, mask=live, other=0.0).to(T)
                 tl.atomic_add(gi_base + c * Pl + o, g, mask=mk, sem="relaxed")
 
 
@@ -333,7 +341,7 @@ def gather_kernel(cf, gout, gin, perm, bounds, C, H, W, Ho, Wo, tolx, toly, TOTA
     longest = tl.max(n, axis=0)
     b = tl.where(live, q // P, 0)  # lanes past the end read image 0's coefficients
     for c in range(C):
-        acc = tl.zeros([BLOCK], gout.dtype.element_ty)
+        acc = tl.zeros([BLOCK], cf.dtype.element_ty)  # the compute dtype, gin's
         for k in range(longest):
             ok = k < n
             e = tl.load(perm + start + k, mask=ok, other=0)
@@ -344,7 +352,7 @@ def gather_kernel(cf, gout, gin, perm, bounds, C, H, W, Ho, Wo, tolx, toly, TOTA
             j = (on % Wo).to(tl.int32)
             x, y, _mx, _my, _xr, _yr, _q = _coords(cf, b, i, j, H, W, tolx, toly, PROJ,
                                                    MODE, PAD, ALIGN)
-            g = tl.load(gout + (b * C + c) * N + on, mask=ok, other=0.0)
+            g = tl.load(gout + (b * C + c) * N + on, mask=ok, other=0.0).to(acc.dtype)
             if MODE == 0:
                 u = x - tl.floor(x)
                 v = y - tl.floor(y)

@@ -1,7 +1,8 @@
 """Triton kernels of the fused 3-D affine warp: trilinear / nearest.
 
-Layout: ``inp`` (B, C, D*H*W), ``out`` / ``gout`` (B, C, Do*Ho*Wo), contiguous. ``cf`` (B, 12)
-maps output pixel indices (j, i, k) (along W, H, D) to input pixel coordinates:
+Layout: ``inp`` (B, C, D*H*W), ``out`` / ``gout`` (B, C, Do*Ho*Wo), contiguous, any floating
+dtype. ``cf`` (B, 12), in the compute dtype (precision as in ``_triton_2d``), maps output
+pixel indices (j, i, k) (along W, H, D) to input pixel coordinates:
 
     x = cf0 j + cf1 i + cf2 k + cf3,   y = cf4 j + ... + cf7,   z = cf8 j + ... + cf11
 
@@ -58,6 +59,7 @@ def _pick(u, in0, in1, S: tl.constexpr):
 def forward_kernel(inp, cf, out, C, D, H, W, Do, Ho, Wo, tolx, toly, tolz,
                    MODE: tl.constexpr, PAD: tl.constexpr, ALIGN: tl.constexpr,
                    BLOCK: tl.constexpr):
+    T = cf.dtype.element_ty  # the compute dtype
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     Pl = b * 0 + D * H * W  # int64 copies: c * P can pass 2**31
@@ -82,23 +84,24 @@ def forward_kernel(inp, cf, out, C, D, H, W, Do, Ho, Wo, tolx, toly, tolz,
         o = (z0 * H + y0) * W + x0
         for c in range(C):
             src = in_base + c * Pl
-            val = tl.zeros([BLOCK], inp.dtype.element_ty)
+            val = tl.zeros([BLOCK], T)
             for t in tl.static_range(8):
                 wz, mz = _pick(s, inz0, inz1, t // 4)
                 wy, my = _pick(v, iny0, iny1, (t // 2) % 2)
                 wx, mx = _pick(u, inx0, inx1, t % 2)
                 val += wz * wy * wx * tl.load(src + o + (t // 4) * HW + ((t // 2) % 2) * W
-                                              + (t % 2), mask=live & mz & my & mx, other=0.0)
-            tl.store(out_base + c * Nl + offs, val, mask=live)
+                                              + (t % 2), mask=live & mz & my & mx,
+                                              other=0.0).to(T)
+            tl.store(out_base + c * Nl + offs, val.to(out.dtype.element_ty), mask=live)
     else:
         xi, inx = _nearest(x, W)
         yi, iny = _nearest(y, H)
         zi, inz = _nearest(z, D)
         o = (zi * H + yi) * W + xi
         mk = live & inx & iny & inz
-        for c in range(C):
+        for c in range(C):  # a copy: no arithmetic
             val = tl.load(in_base + c * Pl + o, mask=mk, other=0.0)
-            tl.store(out_base + c * Nl + offs, val, mask=live)
+            tl.store(out_base + c * Nl + offs, val.to(out.dtype.element_ty), mask=live)
 
 
 @triton.jit
@@ -107,6 +110,7 @@ def backward_kernel(inp, cf, gout, gin, part, C, D, H, W, Do, Ho, Wo, tolx, toly
                     SCATTER: tl.constexpr, THETA: tl.constexpr, BLOCK: tl.constexpr):
     """Gradients of ``forward_kernel``; ``part[b, pid, :]`` gets the 12 sums
     e_r (j, i, k, 1) for r = x, y, z (e = dL/d coordinate times d padded / d raw)."""
+    T = cf.dtype.element_ty  # the compute dtype, also gin's
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     Pl = b * 0 + D * H * W  # int64 copies: c * P can pass 2**31
@@ -134,7 +138,7 @@ def backward_kernel(inp, cf, gout, gin, part, C, D, H, W, Do, Ho, Wo, tolx, toly
         gy = tl.zeros([BLOCK], x.dtype)
         gz = tl.zeros([BLOCK], x.dtype)
         for c in range(C):
-            g = tl.load(g_base + c * Nl + offs, mask=live, other=0.0)
+            g = tl.load(g_base + c * Nl + offs, mask=live, other=0.0).to(T)
             for t in tl.static_range(8):
                 wz, tz = _pick(s, inz0, inz1, t // 4)
                 wy, ty = _pick(v, iny0, iny1, (t // 2) % 2)
@@ -142,7 +146,7 @@ def backward_kernel(inp, cf, gout, gin, part, C, D, H, W, Do, Ho, Wo, tolx, toly
                 mk = live & tz & ty & tx
                 off = o + (t // 4) * HW + ((t // 2) % 2) * W + (t % 2)
                 if THETA:  # d w / d coordinate: -1 for the floor tap, +1 for the next
-                    val = g * tl.load(in_base + c * Pl + off, mask=mk, other=0.0)
+                    val = g * tl.load(in_base + c * Pl + off, mask=mk, other=0.0).to(T)
                     gx += val * (wz * wy) * (1.0 if t % 2 == 1 else -1.0)
                     gy += val * (wz * wx) * (1.0 if (t // 2) % 2 == 1 else -1.0)
                     gz += val * (wy * wx) * (1.0 if t // 4 == 1 else -1.0)
@@ -179,7 +183,7 @@ def backward_kernel(inp, cf, gout, gin, part, C, D, H, W, Do, Ho, Wo, tolx, toly
             o = (zi * H + yi) * W + xi
             mk = live & inx & iny & inz
             for c in range(C):
-                g = tl.load(g_base + c * Nl + offs, mask=live, other=0.0)
+                g = tl.load(g_base + c * Nl + offs, mask=live, other=0.0).to(T)
                 tl.atomic_add(gi_base + c * Pl + o, g, mask=mk, sem="relaxed")
 
 
@@ -237,7 +241,7 @@ def gather_kernel(cf, gout, gin, perm, bounds, C, D, H, W, Do, Ho, Wo, tolx, tol
     longest = tl.max(n, axis=0)
     b = tl.where(live, q // P, 0)  # lanes past the end read image 0's coefficients
     for c in range(C):
-        acc = tl.zeros([BLOCK], gout.dtype.element_ty)
+        acc = tl.zeros([BLOCK], cf.dtype.element_ty)  # the compute dtype, gin's
         for m in range(longest):
             ok = m < n
             e = tl.load(perm + start + m, mask=ok, other=0)
@@ -248,7 +252,7 @@ def gather_kernel(cf, gout, gin, perm, bounds, C, D, H, W, Do, Ho, Wo, tolx, tol
             j = (on % Wo).to(tl.int32)
             x, y, z, _mx, _my, _mz = _coords3(cf, b, k, i, j, D, H, W, tolx, toly, tolz,
                                               MODE, PAD, ALIGN)
-            g = tl.load(gout + (b * C + c) * N + on, mask=ok, other=0.0)
+            g = tl.load(gout + (b * C + c) * N + on, mask=ok, other=0.0).to(acc.dtype)
             if MODE == 0:
                 u = x - tl.floor(x)
                 v = y - tl.floor(y)

@@ -2,9 +2,18 @@
 
 Each output pixel's source coordinate is computed on the fly from theta and sampled at once
 (affine and projective 2-D, affine 3-D; bilinear and nearest; zeros / border / reflection
-padding; both ``align_corners``; float32 and float64). Same results as the ``"torch"``
+padding; both ``align_corners``; float16, bfloat16, float32 and float64 images and theta in
+any mix). Same results as the ``"torch"``
 backend (``affine_grid`` / ``projective_grid`` + ``stnkit.ops.sample``, i.e.
 ``F.grid_sample`` semantics, NaN/Inf or w <= 0 points outside), up to float rounding.
+
+Precision (the policy of ``stnkit.ops._precision``): the kernels compute in float64 when the
+image or theta is float64, else in float32. A float16 / bfloat16 image (Numba has no bfloat16
+type) is converted to float32 once at the operator's boundary, warped in float32 and the
+output cast back to its dtype; the backward likewise (grad_input is accumulated in float32
+and cast to the image's dtype, grad_theta goes to theta's). The coefficients are computed in
+float64 from theta whatever its dtype. ``benchmarks/warp_half.py`` measures this against the
+torch path and ``F.grid_sample`` on bfloat16.
 
 Operators (``_library``): ``stnkit::warp`` runs ``_forward``, ``stnkit::warp_backward`` runs
 ``_backward`` (second derivatives: through the torch path, see ``_library``).
@@ -46,6 +55,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from stnkit.ops._precision import compute_dtype
 from stnkit.ops.kernels import _numba_2d, _numba_3d
 from stnkit.ops.kernels._geometry import axes_coefficients
 from stnkit.ops.kernels._library import register
@@ -89,8 +99,9 @@ def supports(input: Tensor, theta: Tensor, *, transform: str, mode: str,
     """None if the numba kernels handle this call, else a one-line reason."""
     if input.device.type != "cpu":
         return f"the numba kernels run on the CPU only (input is on {input.device})"
-    if input.dtype not in (torch.float32, torch.float64):
-        return f"the numba kernels support float32 and float64 only (got {input.dtype})"
+    if not (input.is_floating_point() and theta.is_floating_point()):
+        return f"the numba kernels take floating images and theta (got {input.dtype}, " \
+               f"{theta.dtype})"
     if transform not in ("affine", "projective"):
         return f"transform {transform!r} runs on the torch backend (numba: affine, projective)"
     if mode not in _MODES:
@@ -109,12 +120,12 @@ def warp(input: Tensor, theta: Tensor, *, transform: str, size: tuple[int, ...],
     """Fused grid + sample (arguments already validated by ``stnkit.ops.warp``).
 
     Args:
-        input: (B, C, H, W) or (B, C, D, H, W), float32 / float64, CPU.
-        theta: (B, 2, 3) affine, (B, 3, 3) projective or (B, 3, 4) 3-D affine, same dtype.
+        input: (B, C, H, W) or (B, C, D, H, W), floating, CPU.
+        theta: (B, 2, 3) affine, (B, 3, 3) projective or (B, 3, 4) 3-D affine, floating.
         size: output spatial size (H_out, W_out) or (D_out, H_out, W_out).
         deterministic: backward bits independent of the thread count too (see module doc).
     Returns:
-        (B, C, *size).
+        (B, C, *size), dtype of ``input``.
     """
     return warp_op(input, theta, list(size), transform, mode, padding_mode, align_corners,
                    deterministic)
@@ -306,9 +317,11 @@ def _forward(input: Tensor, theta: Tensor, size, transform: str, mode: str, padd
     in_size = tuple(input.shape[2:])
     axes = axes_coefficients(size, in_size, align)
     cf64 = _coefficients(theta.detach().double().numpy(), projective, axes)
-    out = torch.empty((B, C, *size), dtype=input.dtype)
+    work, dtype = compute_dtype(input, theta), input.dtype  # 16-bit images: warped in float32
+    out = torch.empty((B, C, *size), dtype=work)
     if out.numel() == 0:
-        return out
+        return out.to(dtype)
+    input = input.to(work)
     x = _np(input)
     cf = cf64.astype(x.dtype)
     P = math.prod(in_size)
@@ -321,7 +334,7 @@ def _forward(input: Tensor, theta: Tensor, size, transform: str, mode: str, padd
     else:
         launch(_numba_3d.forward, f"3-D forward {dt}", x.reshape(B, C, P), *in_size, cf,
                out.numpy().reshape(B, C, -1), *size, mode, pad, align, *_tiles(input), chunks)
-    return out
+    return out.to(dtype)  # no copy unless the image is 16-bit
 
 
 def _backward(grad_out: Tensor, input: Tensor, theta: Tensor, size, transform: str, mode: str,
@@ -340,13 +353,15 @@ def _backward(grad_out: Tensor, input: Tensor, theta: Tensor, size, transform: s
     theta_shape = (B, 3, 3) if projective else (B, nd, nd + 1)
     if input.numel() == 0 or (not need_input and not need_theta):
         gin = torch.zeros_like(input) if need_input else None
-        gtheta = torch.zeros(theta_shape, dtype=input.dtype) if need_theta_out else None
+        gtheta = torch.zeros(theta_shape, dtype=theta.dtype) if need_theta_out else None
         return gin, gtheta
+    work = compute_dtype(input, theta)  # float16 / bfloat16: accumulated in float32
     # grad_input is zeroed by the kernel itself (torch.zeros_like would run an OpenMP fill
     # right before the Numba launch, whose spinning threads then compete for the cores)
-    gin = torch.empty(input.shape, dtype=input.dtype) if need_input else None
+    gin = torch.empty(input.shape, dtype=work) if need_input else None
+    dtype, input = input.dtype, input.to(work)
     x = _np(input)
-    g = _np(grad_out)
+    g = _np(grad_out.to(work))
     cf = cf64.astype(x.dtype)
     P = math.prod(in_size)
     threads = _threads()
@@ -378,10 +393,10 @@ def _backward(grad_out: Tensor, input: Tensor, theta: Tensor, size, transform: s
     if need_theta_out:
         if need_theta:
             gtheta = torch.from_numpy(_theta_grad(rows, axes, projective, size)).to(
-                input.dtype)
+                theta.dtype)
         else:
-            gtheta = torch.zeros(theta_shape, dtype=input.dtype)
-    return gin, gtheta
+            gtheta = torch.zeros(theta_shape, dtype=theta.dtype)
+    return (None if gin is None else gin.to(dtype)), gtheta
 
 
 warp_op, warp_backward_op = register("warp", _forward, _backward)

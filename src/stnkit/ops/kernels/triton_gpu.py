@@ -2,11 +2,17 @@
 
 Each output pixel's source coordinate is computed on the fly from theta and sampled at once
 (affine and projective 2-D, affine 3-D; bilinear and nearest; zeros / border / reflection
-padding; both ``align_corners``; float32 and float64). Same results as the ``"torch"`` backend
+padding; both ``align_corners``; float16, bfloat16, float32 and float64 images and theta in
+any mix). Same results as the ``"torch"`` backend
 (``affine_grid`` / ``projective_grid`` + ``stnkit.ops.sample``: ``F.grid_sample`` semantics,
 NaN/Inf or w <= 0 points outside, pixel coordinates within 2 eps size of an integer snapped
 onto it), up to float rounding. TPS and bicubic run on the torch backend (``supports``
 says so).
+
+Precision (the policy of ``stnkit.ops._precision``): the kernels load pixels and upstream
+gradients in their own dtype (16-bit included) and compute in float64 when the image or theta
+is float64, else float32; the output is stored in the image's dtype, grad_input accumulated
+in a compute-dtype buffer and cast to the image's dtype, grad_theta cast to theta's.
 
 Operators (``_library``, ``triton_op``: torch.compile sees the kernels through
 ``wrap_triton``): ``stnkit::warp_triton`` runs ``_forward``, ``stnkit::warp_triton_backward``
@@ -49,6 +55,7 @@ from torch._subclasses.fake_tensor import is_fake
 from torch.library import wrap_triton
 
 from stnkit._checks import fail
+from stnkit.ops._precision import compute_dtype
 from stnkit.ops.kernels._geometry import axes_coefficients
 from stnkit.ops.kernels._library import register
 
@@ -91,8 +98,9 @@ def supports(input: Tensor, theta: Tensor, *, transform: str, mode: str,
         return f"triton cannot be imported: {_IMPORT_ERROR}; pip install 'stnkit[gpu]'"
     if not input.is_cuda and not (_interpreted() and input.device.type == "cpu"):
         return f"the triton kernels run on CUDA tensors only (input is on {input.device})"
-    if input.dtype not in (torch.float32, torch.float64):
-        return f"the triton kernels support float32 and float64 only (got {input.dtype})"
+    if not (input.is_floating_point() and theta.is_floating_point()):
+        return f"the triton kernels take floating images and theta (got {input.dtype}, " \
+               f"{theta.dtype})"
     if transform not in ("affine", "projective"):
         return f"transform {transform!r} runs on the torch backend (triton: affine, projective)"
     if input.dim() == 5 and transform != "affine":
@@ -113,10 +121,10 @@ def warp(input: Tensor, theta: Tensor, *, transform: str, size: tuple[int, ...],
     """Fused grid + sample (arguments already validated by ``stnkit.ops.warp``).
 
     Args:
-        input: (B, C, H, W) or (B, C, D, H, W), float32 / float64, CUDA (or CPU under
+        input: (B, C, H, W) or (B, C, D, H, W), floating, CUDA (or CPU under
             ``TRITON_INTERPRET=1``).
-        theta: (B, 2, 3) affine, (B, 3, 3) projective or (B, 3, 4) 3-D affine, same dtype
-            and device.
+        theta: (B, 2, 3) affine, (B, 3, 3) projective or (B, 3, 4) 3-D affine, floating,
+            device of ``input``.
         size: (H_out, W_out) or (D_out, H_out, W_out).
         deterministic: grad_input by the sorted pull instead of atomics (module docstring).
     Returns:
@@ -208,12 +216,13 @@ def _forward(input: Tensor, theta: Tensor, size, transform: str, mode: str, padd
     B, C = input.shape[:2]
     in_size = tuple(input.shape[2:])
     axes = axes_coefficients(size, in_size, align)
-    cf = _coefficients(theta, projective, axes).to(input.dtype).contiguous()
-    x = input.contiguous()
+    work = compute_dtype(input, theta)
+    cf = _coefficients(theta, projective, axes).to(work).contiguous()
+    x = input.contiguous()  # loaded in its own dtype
     out = torch.empty((B, C, *size), dtype=input.dtype, device=input.device)
     if out.numel() == 0 or _shapes_only(x):
         return out
-    k, dims, tols = _launch_args(x, size, axes)
+    k, dims, tols = _launch_args(x, size, axes, work)
     flags = {"MODE": mode, "PAD": pad, "ALIGN": align, "BLOCK": _BLOCK}
     if nd == 2:
         flags["PROJ"] = projective
@@ -230,21 +239,23 @@ def _backward(grad_out: Tensor, input: Tensor, theta: Tensor, size, transform: s
     in ``_triton_2d`` / ``_triton_3d.backward_kernel``)."""
     projective, size, mode, pad = (transform == "projective", tuple(size), _MODES[mode],
                                    _PADS[padding_mode])
-    x = input.contiguous()
+    x = input.contiguous()  # pixels and grad_out are loaded in their own dtype
     axes = axes_coefficients(size, tuple(x.shape[2:]), align)
-    cf = _coefficients(theta, projective, axes).to(x.dtype).contiguous()
+    dt = compute_dtype(input, theta)
+    cf = _coefficients(theta, projective, axes).to(dt).contiguous()
     nd = x.dim() - 2
     need_theta = need_theta_out and mode == 0  # nearest: zero grid gradient
     B, C = x.shape[:2]
     N, P = math.prod(size), math.prod(x.shape[2:])
-    dev, dt = x.device, x.dtype
+    dev = x.device
     theta_shape = (B, 3, 3) if projective else (B, nd, nd + 1)
-    gin = torch.zeros_like(x) if need_input else None
-    gtheta = torch.zeros(theta_shape, dtype=dt, device=dev) if need_theta_out else None
+    # grad_input is accumulated in the compute dtype and cast to the input's at the end
+    gin = torch.zeros(x.shape, dtype=dt, device=dev) if need_input else None
+    gtheta = torch.zeros(theta_shape, dtype=theta.dtype, device=dev) if need_theta_out else None
     if x.numel() == 0 or N == 0 or not (need_input or need_theta) or _shapes_only(x):
-        return gin, gtheta
+        return (None if gin is None else gin.to(input.dtype)), gtheta
     g = grad_out.contiguous()
-    k, dims, tols = _launch_args(x, size, axes)
+    k, dims, tols = _launch_args(x, size, axes, dt)
     flags = {"MODE": mode, "PAD": pad, "ALIGN": align}
     if nd == 2:
         flags["PROJ"] = projective
@@ -276,21 +287,22 @@ def _backward(grad_out: Tensor, input: Tensor, theta: Tensor, size, transform: s
                 BLOCK=_GATHER_BLOCK, **flags, **_OPTIONS)
     if need_theta:
         dcf = part.sum(dim=1).reshape(B, nk // (nd + 1), nd + 1)  # fixed order
-        gtheta = _theta_grad(dcf, projective, axes).to(dt)
-    return gin, gtheta
+        gtheta = _theta_grad(dcf, projective, axes).to(theta.dtype)
+    return (None if gin is None else gin.to(input.dtype)), gtheta
 
 
 if triton is not None:
     warp_op, warp_backward_op = register("warp_triton", _forward, _backward, triton=True)
 
 
-def _launch_args(x: Tensor, size, axes):
-    """(kernel module, spatial sizes (input then output), snapping distances (x, y[, z]))."""
+def _launch_args(x: Tensor, size, axes, work: torch.dtype):
+    """(kernel module, spatial sizes (input then output), snapping distances (x, y[, z]) in
+    the compute dtype ``work``)."""
     if x.dim() == 4:
         from stnkit.ops.kernels import _triton_2d as k
     else:
         from stnkit.ops.kernels import _triton_3d as k
     nd = x.dim() - 2
     in_size = tuple(x.shape[2:])
-    tols = tuple(_snap_tol(in_size[nd - 1 - d], x.dtype) for d in range(nd))
+    tols = tuple(_snap_tol(in_size[nd - 1 - d], work) for d in range(nd))
     return k, (*in_size, *size), tols

@@ -51,6 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from stnkit import ops
+from stnkit.ops._precision import compute_dtype
 from stnkit.ops.grids import tps_matrix
 from stnkit.ops.warp import BACKENDS, MODES, PADDING_MODES
 from stnkit._checks import (
@@ -214,6 +215,13 @@ class ThetaRegressor(nn.Module):
         return self._to_theta(raw)
 
     def forward(self, features: Tensor) -> Tensor:
+        # theta is coordinates: under torch.autocast the regression runs in the layer's own
+        # dtype (a (B, F) x (F, P) product, negligible next to the localisation net), so
+        # theta is not rounded to 16 bits (``stnkit.ops``, "Mixed precision")
+        device = features.device.type
+        if torch.is_autocast_enabled(device):
+            with torch.autocast(device, enabled=False):
+                return self._to_theta(self.linear(features.to(self.linear.weight.dtype)))
         return self._to_theta(self.linear(features))
 
     def extra_repr(self) -> str:
@@ -397,7 +405,7 @@ class SpatialTransformer(nn.Module):
             (B, H, W, 2) (or (B, D, H, W, 3) for affine3d) input coordinates in [-1, 1].
         """
         if self._grid == "tps":
-            dst = self.regressor.control_points.to(dtype=theta.dtype, device=theta.device)
+            dst = self.regressor.control_points.to(device=theta.device)
             return ops.tps_grid(theta, size, dst_points=dst, align_corners=self.align_corners)
         if self._grid == "projective":
             return ops.projective_grid(theta, size, align_corners=self.align_corners)
@@ -422,17 +430,19 @@ class SpatialTransformer(nn.Module):
         size = self.output_size if self.output_size is not None else tuple(x.shape[2:])
         dst = None
         if self._grid == "tps" and not self._tps_via_warp:
-            dst = self.regressor.control_points.to(dtype=theta.dtype, device=theta.device)
+            dst = self.regressor.control_points.to(device=theta.device)
         if self._grid == "tps" and self.backend in ("auto", "torch"):  # what warp would run
             # The spline's matrix is solved once per size, dtype and device, not per call
-            # (and its data-dependent checks stay out of torch.export / ONNX traces).
-            work = torch.float32 if theta.dtype in (torch.float16, torch.bfloat16) else theta.dtype
+            # (and its data-dependent checks stay out of torch.export / ONNX traces); the
+            # grid in warp's compute dtype (``stnkit.ops``, "Mixed precision").
+            work = compute_dtype(x, theta)
             key = (tuple(size), work, str(theta.device))
             if key not in self._tps_matrices:
                 self._tps_matrices[key] = tps_matrix(
                     size, dst_points=dst, k=self.regressor.num_params // 2,
                     align_corners=self.align_corners, dtype=work, device=theta.device)
-            grid = ops.tps_grid(theta, size, dst_points=dst, align_corners=self.align_corners,
+            grid = ops.tps_grid(theta.to(work), size, dst_points=dst,
+                                align_corners=self.align_corners,
                                 matrix=self._tps_matrices[key])
             out = ops.sample(x, grid, mode=self.mode, padding_mode=self.padding_mode,
                              align_corners=self.align_corners)

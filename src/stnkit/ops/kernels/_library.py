@@ -17,10 +17,10 @@ the compiler); ``warp_triton`` / ``warp_triton_backward`` the Triton kernels (CU
 (B, C, D, H, W); theta (B, 2, 3) / (B, 3, 4) for ``transform="affine"`` (2-D / 3-D), (B, 3, 3)
 for ``"projective"``, any floating dtypes each (the output and grad_input have the input's,
 grad_theta theta's; computed in float64 if either is float64, else float32: the policy of
-``stnkit.ops._precision``, which every kernel follows); size the output's spatial size; mode ``"bilinear"`` / ``"nearest"``;
-padding_mode ``"zeros"`` / ``"border"`` / ``"reflection"``. The backward op returns
-(grad_input, grad_theta); an output whose ``output_mask`` entry is False is not computed and
-comes back as an empty (0,) tensor.
+``stnkit.ops._precision``, which every kernel follows); size the output's spatial size;
+mode ``"bilinear"`` / ``"nearest"``; padding_mode ``"zeros"`` / ``"border"`` /
+``"reflection"``. The backward op returns (grad_input, grad_theta); an output whose
+``output_mask`` entry is False is not computed and comes back as an empty (0,) tensor.
 
 Autograd: ``warp``'s formula calls ``warp_backward`` (the kernels' hand-derived backward);
 ``warp_backward``'s own formula (double backward) recomputes the first derivatives on the

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from stnkit._checks import StnkitError, StnkitValueError
+from stnkit._checks import StnkitValueError
 from stnkit.train import CheckpointError, resume, train
 from stnkit.train import loop as loop_module
 from stnkit.train.checkpoint import _record_digest
@@ -22,9 +22,6 @@ from stnkit.train.config import resolve_config
 from ._helpers import REPO, assert_same_weights, metrics, record, stnkit_env, tiny_config
 
 PRECISIONS = ["fp32", "bf16", "fp16"]
-OPS_DEPENDENCY = ("the spatial transformer ops do not accept autocast's mixed dtypes yet "
-                  "(warp: 'expected theta to have the same dtype as input'); the ops-level "
-                  "precision policy of issue 15 makes these pass")
 
 
 class TinyConvNet(nn.Module):
@@ -208,7 +205,6 @@ def test_an_fp16_checkpoint_without_a_valid_scaler_state_is_refused(tmp_path, st
 
 # ---------------------------------------------------------------------------- ST models
 
-@pytest.mark.xfail(strict=True, raises=StnkitError, reason=OPS_DEPENDENCY)
 @pytest.mark.parametrize("model", ["st-fcn-aff", "st-fcn-proj", "st-fcn-tps"])
 def test_st_models_train_and_resume_in_bf16(tmp_path, model):
     kw = dict(model=model, precision="bf16", iterations=4, checkpoint_every=2, eval_every=2)

@@ -54,6 +54,7 @@ exclude_patterns = [
     "**/*.md5",
 ]
 templates_path: list[str] = []
+smartquotes = False  # "--flag" and 'quotes' stay as typed: this is a technical reference
 
 # -- MyST (Markdown pages)
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist", "attrs_inline"]

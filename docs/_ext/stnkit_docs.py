@@ -284,7 +284,7 @@ def commands() -> list[tuple[str, argparse.ArgumentParser]]:
 
 
 def _literal(text: str) -> list[str]:
-    return ["::", ""] + textwrap.indent(text, "   ").splitlines() + [""]
+    return [".. code-block:: text", ""] + textwrap.indent(text, "   ").splitlines() + [""]
 
 
 def _escape(text: str) -> str:

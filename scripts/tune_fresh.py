@@ -21,12 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-# name -> flags on top of the fresh preset (the first one is the preset's own choice)
+# name -> flags on top of the fresh preset (AdamW, weight decay 1e-4, cosine, batch 64)
 CANDIDATES = {
-    "adamw-lr2e-3": [],
+    "adamw-lr2e-3": ["--lr", "2e-3"],
     "adamw-lr1e-3": ["--lr", "1e-3"],
     "adamw-lr4e-3": ["--lr", "4e-3"],
-    "adamw-lr2e-3-loc0.1": ["--localization-lr-mult", "0.1"],
+    "adamw-lr2e-3-loc0.1": ["--lr", "2e-3", "--localization-lr-mult", "0.1"],
 }
 
 

@@ -135,7 +135,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # distortions (a fixed distorted set is memorised within ~10 passes), AdamW with a short
     # warm-up and a cosine decay to 0; chosen on a validation split held out from the training
     # digits (scripts/tune_fresh.py, docs/results/fresh-tuning.md), never on the test set.
-    "fresh": dict(iterations=10_000, batch_size=64, optimizer="adamw", lr=2e-3, momentum=0.0,
+    "fresh": dict(iterations=10_000, batch_size=64, optimizer="adamw", lr=4e-3, momentum=0.0,
                   weight_decay=1e-4, lr_step=0, lr_gamma=1.0, lr_schedule="cosine", warmup=300,
                   fresh_distortions=True, checkpoint_every=500, eval_every=2000, log_every=100),
 }

@@ -280,6 +280,49 @@ def test_half_images_take_the_fused_kernel(in_dtype, monkeypatch):
     assert calls == [in_dtype] and out.dtype == in_dtype
 
 
+def _all_16bit(dtype) -> torch.Tensor:
+    """Every 16-bit pattern as a ``dtype`` tensor."""
+    return torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
+
+
+@pytest.mark.parametrize("dtype", [BF16, F16], ids=_id)
+def test_kernel_conversions_are_those_of_tensor_to(dtype):
+    """The numba path's own 16-bit <-> float32 conversions (``_numba_half``) give the bits of
+    ``Tensor.to``: every pattern widened; narrowed: every 16-bit value, the ties halfway
+    between neighbours and one float32 ulp either side, 2**20 random float32 patterns, and
+    the range limits (NaN: a NaN, the payload may differ)."""
+    import numpy as np
+
+    from stnkit.ops.kernels import _numba_half as H
+
+    widen, narrow = {BF16: (H.widen_bf16, H.narrow_bf16), F16: (H.widen_f16, H.narrow_f16)}[
+        dtype]
+    half = _all_16bit(dtype)
+    wide = np.empty(half.numel(), np.float32)
+    widen(half.view(torch.int16).numpy().view(np.uint16), wide)
+    ref = half.float()
+    assert torch.equal(torch.from_numpy(wide).isnan(), ref.isnan())
+    ok = ~ref.isnan()
+    assert torch.equal(torch.from_numpy(wide).view(torch.int32)[ok], ref.view(torch.int32)[ok])
+
+    vals = ref[torch.isfinite(ref)].double().unique()  # sorted
+    ties = ((vals[:-1] + vals[1:]) / 2).float()  # exact: 16-bit neighbours, float32 midpoint
+    bits = ties.view(torch.int32)
+    x = torch.cat([ref, ties, (bits + 1).view(F32), (bits - 1).view(F32),
+                   torch.randint(-(2**31), 2**31 - 1, (2**20,), generator=_gen(0),
+                                 dtype=torch.int64).to(torch.int32).view(F32),
+                   torch.tensor([float("inf"), -float("inf"), 0.0, -0.0, 65504.0, 65519.996,
+                                 65520.0, 1e-45, 2**-24, 2**-25, 3.4e38, -3.4e38])])
+    out = np.empty(x.numel(), np.uint16)
+    narrow(x.numpy(), out)
+    got = torch.from_numpy(out.view(np.int16)).view(dtype)
+    want = x.to(dtype)
+    assert torch.equal(got.isnan(), want.isnan())
+    ok = ~want.isnan()
+    bad = (got.view(torch.int16) != want.view(torch.int16)) & ok
+    assert not bad.any(), f"{int(bad.sum())} differ, e.g. {x[bad][:4].tolist()}"
+
+
 # ---------------------------------------------------------------------------------------------
 # sample: the grid in any floating dtype
 # ---------------------------------------------------------------------------------------------

@@ -10,8 +10,10 @@ backend (``affine_grid`` / ``projective_grid`` + ``stnkit.ops.sample``, i.e.
 Precision (the policy of ``stnkit.ops._precision``): the kernels compute in float64 when the
 image or theta is float64, else in float32. A float16 / bfloat16 image (Numba has no bfloat16
 type) is converted to float32 once at the operator's boundary, warped in float32 and the
-output cast back to its dtype; the backward likewise (grad_input is accumulated in float32
-and cast to the image's dtype, grad_theta goes to theta's). The coefficients are computed in
+output rounded back to its dtype; the backward likewise (grad_input is accumulated in float32
+and rounded to the image's dtype, grad_theta goes to theta's). The conversions are Numba
+loops (``_numba_half``, bit-exact with ``Tensor.to``), not ``Tensor.to``, whose OpenMP
+threads would compete with the kernel's. The coefficients are computed in
 float64 from theta whatever its dtype. ``benchmarks/warp_half.py`` measures this against the
 torch path and ``F.grid_sample`` on bfloat16.
 
@@ -56,7 +58,7 @@ import torch
 from torch import Tensor
 
 from stnkit.ops._precision import compute_dtype
-from stnkit.ops.kernels import _numba_2d, _numba_3d
+from stnkit.ops.kernels import _numba_2d, _numba_3d, _numba_half
 from stnkit.ops.kernels._geometry import axes_coefficients
 from stnkit.ops.kernels._library import register
 from stnkit.ops.kernels._numba_common import BILINEAR, NEAREST
@@ -307,6 +309,32 @@ def _np(x: Tensor) -> np.ndarray:
     return x.detach().contiguous().numpy()
 
 
+_WIDEN = {torch.bfloat16: _numba_half.widen_bf16, torch.float16: _numba_half.widen_f16}
+_NARROW = {torch.bfloat16: _numba_half.narrow_bf16, torch.float16: _numba_half.narrow_f16}
+
+
+def _widened(x: Tensor, work: torch.dtype) -> np.ndarray:
+    """``x`` as a C-contiguous array of the compute dtype ``work``; a 16-bit tensor is widened
+    on Numba's side (``_numba_half``: no OpenMP region right before a kernel)."""
+    if x.dtype not in _WIDEN:
+        return _np(x.to(work))
+    bits = _np(x.view(torch.int16)).view(np.uint16)
+    out = np.empty(bits.shape, np.float32)
+    launch(_WIDEN[x.dtype], f"widen {x.dtype}", bits.reshape(-1), out.reshape(-1))
+    return out if work == torch.float32 else out.astype(np.float64)
+
+
+def _narrowed(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """The compute-dtype result ``x`` (contiguous) in ``dtype``: float32 -> 16 bits on Numba's
+    side, rounded as ``Tensor.to`` rounds; anything else by ``Tensor.to`` (a no-op for the
+    same dtype)."""
+    if dtype not in _NARROW or x.dtype != torch.float32:
+        return x.to(dtype)
+    bits = np.empty(x.shape, np.uint16)
+    launch(_NARROW[dtype], f"narrow {dtype}", x.numpy().reshape(-1), bits.reshape(-1))
+    return torch.from_numpy(bits.view(np.int16)).view(dtype)
+
+
 def _forward(input: Tensor, theta: Tensor, size, transform: str, mode: str, padding_mode: str,
              align: bool, deterministic: bool) -> Tensor:
     """output = sample(input, grid(theta)) computed without the grid."""
@@ -321,8 +349,8 @@ def _forward(input: Tensor, theta: Tensor, size, transform: str, mode: str, padd
     out = torch.empty((B, C, *size), dtype=work)
     if out.numel() == 0:
         return out.to(dtype)
-    input = input.to(work)
-    x = _np(input)
+    x = _widened(input, work)
+    input = torch.from_numpy(x)
     cf = cf64.astype(x.dtype)
     P = math.prod(in_size)
     dt = "float32" if x.dtype == np.float32 else "float64"
@@ -334,7 +362,7 @@ def _forward(input: Tensor, theta: Tensor, size, transform: str, mode: str, padd
     else:
         launch(_numba_3d.forward, f"3-D forward {dt}", x.reshape(B, C, P), *in_size, cf,
                out.numpy().reshape(B, C, -1), *size, mode, pad, align, *_tiles(input), chunks)
-    return out.to(dtype)  # no copy unless the image is 16-bit
+    return _narrowed(out, dtype)  # no copy unless the image is 16-bit
 
 
 def _backward(grad_out: Tensor, input: Tensor, theta: Tensor, size, transform: str, mode: str,
@@ -359,9 +387,10 @@ def _backward(grad_out: Tensor, input: Tensor, theta: Tensor, size, transform: s
     # grad_input is zeroed by the kernel itself (torch.zeros_like would run an OpenMP fill
     # right before the Numba launch, whose spinning threads then compete for the cores)
     gin = torch.empty(input.shape, dtype=work) if need_input else None
-    dtype, input = input.dtype, input.to(work)
-    x = _np(input)
-    g = _np(grad_out.to(work))
+    dtype = input.dtype
+    x = _widened(input, work)
+    input = torch.from_numpy(x)
+    g = _widened(grad_out, work)
     cf = cf64.astype(x.dtype)
     P = math.prod(in_size)
     threads = _threads()
@@ -396,7 +425,7 @@ def _backward(grad_out: Tensor, input: Tensor, theta: Tensor, size, transform: s
                 theta.dtype)
         else:
             gtheta = torch.zeros(theta_shape, dtype=theta.dtype)
-    return (None if gin is None else gin.to(dtype)), gtheta
+    return (None if gin is None else _narrowed(gin, dtype)), gtheta
 
 
 warp_op, warp_backward_op = register("warp", _forward, _backward)

@@ -442,3 +442,23 @@ def test_importing_stnkit_leaves_numbas_threading_layer_alone():
     before, after = r.stdout.split()
     assert before == "default", f"import changed the layer to {before}"
     assert after == "workqueue", after
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+@pytest.mark.parametrize("pad", ["zeros", "border", "reflection"])
+def test_nonfinite_projective_theta_is_one_rule_on_every_backend(value, pad):
+    """A non-finite entry anywhere in a homography: every backend gives the same output
+    (fuzz finding: theta[2, 2] = inf made w = +inf, so the torch path read u / w = 0, the
+    input's centre, while the fused kernels treated the point as outside)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 5, 6, generator=g, dtype=torch.float64)
+    for i in range(3):
+        for j in range(3):
+            theta = torch.eye(3, dtype=torch.float64).repeat(2, 1, 1)
+            theta[0, i, j] = value  # the second image keeps a good theta
+            outs = {b: ops.warp(x, theta, transform="projective", backend=b, padding_mode=pad)
+                    for b in ("numba", "torch")}
+            assert torch.equal(outs["numba"].isnan(), outs["torch"].isnan()), (i, j)
+            assert torch.allclose(outs["numba"].nan_to_num(), outs["torch"].nan_to_num(),
+                                  atol=1e-12), (i, j)
+            assert torch.allclose(outs["torch"][1], x[1], atol=1e-12)

@@ -160,7 +160,9 @@ class _ProjectiveGrid(torch.autograd.Function):
         ctx.save_for_backward(theta)
         uvw = _homogeneous(theta, size, align_corners)
         w = uvw[..., 2:]  # (B, P, 1)
-        grid = torch.where(w > 0, uvw[..., :2] / w, torch.nan)  # (B, P, 2)
+        # w = +inf (an infinite entry of theta's last row) would give u / w = 0, a point
+        # inside: non-finite w is outside, as in the fused kernels
+        grid = torch.where((w > 0) & torch.isfinite(w), uvw[..., :2] / w, torch.nan)  # (B, P, 2)
         return grid.reshape(theta.shape[0], *size, 2)  # (B, H, W, 2)
 
     @staticmethod
@@ -177,7 +179,7 @@ class _ProjectiveGrid(torch.autograd.Function):
                                 device=theta.device)
         uvw = torch.matmul(base, theta.transpose(1, 2))  # (B, P, 3)
         w = uvw[..., 2:]
-        valid = w > 0
+        valid = (w > 0) & torch.isfinite(w)
         safe_w = torch.where(valid, w, torch.ones_like(w))
         xy = uvw[..., :2] / safe_w  # (B, P, 2), finite
         g = grad_grid.reshape(theta.shape[0], base.shape[0], 2)  # no -1: B may be 0
@@ -191,9 +193,9 @@ def projective_grid(theta: Tensor, size, *, align_corners: bool = False) -> Tens
     """Sampling grid for a batch of homographies.
 
     An output point (x, y) samples the input at (u / w, v / w), (u, v, w) = theta @ (x, y, 1).
-    Points with w <= 0 (at or behind the camera) are set to NaN, which every stnkit sampler
-    treats as outside the image (contributes 0, gets 0 gradient); their gradient w.r.t. theta
-    is 0. Large finite coordinates (w close to 0+) are kept as they are.
+    Points with w <= 0 (at or behind the camera) or a non-finite w are set to NaN, which every
+    stnkit sampler treats as outside the image (contributes 0, gets 0 gradient); their
+    gradient w.r.t. theta is 0. Large finite coordinates (w close to 0+) are kept as they are.
 
     Args:
         theta: (B, 3, 3), maps output coordinates to input coordinates, normalised [-1, 1].

@@ -178,6 +178,8 @@ class ThetaRegressor(nn.Module):
 
     A linear layer with ``P`` outputs (see the module docstring's table) initialised to the
     identity transform (zero weights, identity bias), followed by the fixed map r -> theta.
+    Under ``torch.autocast`` both run in the layer's own dtype (theta is coordinates: see
+    ``stnkit.ops``, "Mixed precision"), so a float32 model gives a float32 theta.
 
     Args:
         in_features: F.

@@ -223,7 +223,8 @@ def test_batch_empty_layout_and_no_mutation(name, x, theta, kw):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name,x,theta,kw", _warp_cases(), ids=[c[0] for c in _warp_cases()])
 def test_half_precision_consistent_with_sample(name, x, theta, kw, dtype):
-    # sample computes float16 / bfloat16 in float32 and casts back; warp does the same.
+    # sample computes float16 / bfloat16 in float32 and casts back; warp does the same, on
+    # its grid computed in float32 and never rounded to 16 bits (ops' mixed precision)
     kw = dict(kw, backend="torch")
     x, theta = x.to(dtype), theta.to(dtype)
     out = warp(x, theta, **kw)
@@ -231,7 +232,7 @@ def test_half_precision_consistent_with_sample(name, x, theta, kw, dtype):
     size = kw.get("size", tuple(x.shape[2:]))
     transform = kw.get("transform", "affine")
     grid = {"affine": affine_grid, "projective": projective_grid, "tps": tps_grid}[transform](
-        theta, size)
+        theta.float(), size)
     assert torch.equal(out, sample(x, grid))
 
 

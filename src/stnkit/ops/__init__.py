@@ -6,8 +6,9 @@ Mixed precision (README "Mixed precision"; one policy for the grid generators, `
 ``warp`` on every backend, implemented once in ``stnkit.ops._precision``):
 
 - Coordinates (theta, grids, the geometry inside the fused kernels) are computed in at least
-  float32: in float64 when an operand is float64, else in float32. A grid generator given a
-  float16 / bfloat16 theta returns a float32 grid.
+  float32: in float64 when an operand is float64, else in float32. ``warp`` never rounds
+  its grid; a grid generator returns the grid in theta's dtype, as ``F.affine_grid`` does
+  (so a 16-bit theta gives a 16-bit grid: pass a float32 theta to keep it float32).
 - The image is read in its own dtype and accumulated in that compute dtype (float32 for
   float16 / bfloat16 images, on the fused CPU and GPU kernels too).
 - ``input`` and ``theta`` (or ``grid``) may have different floating dtypes (float16,

@@ -6,8 +6,8 @@ dtype*: float64 when any floating operand is float64, else float32. So coordinat
 grids, the kernels' geometry) are never computed in 16 bits, the image is accumulated in at
 least float32, and ``input`` and ``theta`` / ``grid`` may have different floating dtypes.
 Results go back to the dtype of what they belong to: the output to the input's dtype,
-grad_input to the input's, grad_theta / grad_grid to theirs (grids, being coordinates, come
-out in the compute dtype of theta).
+grad_input to the input's, grad_theta / grad_grid to theirs, a grid generator's grid to
+theta's (``warp`` hands its grid on in the compute dtype, unrounded).
 
 ``torch.autocast`` does not reach inside: the few autocast-eligible operators the ops use
 (the grid generators' ``matmul``) run under :func:`full_precision`, so an fp32 theta is not

@@ -10,9 +10,10 @@ The output locations themselves are the pixel centres of an (H, W) (or (D, H, W)
   of the corner pixels); a size-1 axis sits at 0 in both cases, as in PyTorch.
 
 Every generator is a ``torch.autograd.Function`` with a hand-derived backward (formula in a
-comment beside it). Precision (``stnkit.ops``, "Mixed precision"): a grid is coordinates, so
-it is computed and returned in float32 for float16 / bfloat16 parameters (float32 and float64
-keep theirs), also under ``torch.autocast``; the gradient of the parameters has their dtype.
+comment beside it). Precision (``stnkit.ops``, "Mixed precision"): computed in float32 for
+float16 / bfloat16 parameters (float32 and float64 in theirs), also under ``torch.autocast``;
+the grid and the parameters' gradient come back in the parameters' dtype, as from
+``F.affine_grid`` (``warp`` never rounds its grid: it computes it in the compute dtype).
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def affine_grid(theta: Tensor, size, *, align_corners: bool = False) -> Tensor:
         align_corners: see the module docstring.
     Returns:
         (B, H_out, W_out, 2) (x, y) or (B, D_out, H_out, W_out, 3) (x, y, z) input coordinates,
-        float32 for a float16 / bfloat16 theta, else theta's dtype.
+        theta's dtype (computed in float32 for a float16 / bfloat16 theta).
 
     >>> affine_grid(torch.eye(2, 3)[None], (4, 4)).shape
     torch.Size([1, 4, 4, 2])
@@ -137,7 +138,7 @@ def affine_grid(theta: Tensor, size, *, align_corners: bool = False) -> Tensor:
     ndim = theta.shape[1]
     size = check_grid_size(size, ndim, fn=fn)
     _check_bool(align_corners, "align_corners", fn)
-    return _AffineGrid.apply(theta.to(compute_dtype(theta)), size, align_corners)
+    return _AffineGrid.apply(theta.to(compute_dtype(theta)), size, align_corners).to(theta.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,15 +202,16 @@ def projective_grid(theta: Tensor, size, *, align_corners: bool = False) -> Tens
         theta: (B, 3, 3), maps output coordinates to input coordinates, normalised [-1, 1].
         size: (H_out, W_out).
     Returns:
-        (B, H_out, W_out, 2) input coordinates (x, y), float32 for a float16 / bfloat16
-        theta, else theta's dtype.
+        (B, H_out, W_out, 2) input coordinates (x, y), theta's dtype (computed in float32
+        for a float16 / bfloat16 theta).
     """
     fn = "projective_grid"
     check_shape(theta, ("B", 3, 3), name="theta", fn=fn)
     check_floating(theta, name="theta", fn=fn)
     size = check_grid_size(size, 2, fn=fn)
     _check_bool(align_corners, "align_corners", fn)
-    return _ProjectiveGrid.apply(theta.to(compute_dtype(theta)), size, align_corners)
+    work = compute_dtype(theta)
+    return _ProjectiveGrid.apply(theta.to(work), size, align_corners).to(theta.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,8 +389,8 @@ def tps_grid(src_points: Tensor, size, *, dst_points: Tensor | None = None,
             and align_corners (not checked against them), dtype and device of src_points
             (float32 for float16/bfloat16 src_points).
     Returns:
-        (B, H_out, W_out, 2) input coordinates (x, y), float32 for float16 / bfloat16
-        src_points, else their dtype.
+        (B, H_out, W_out, 2) input coordinates (x, y), src_points' dtype (computed in
+        float32 for float16 / bfloat16 src_points).
     """
     fn = "tps_grid"
     k = check_tps_points(src_points, dst_points, fn=fn)
@@ -404,7 +406,7 @@ def tps_grid(src_points: Tensor, size, *, dst_points: Tensor | None = None,
             fail(fn, "matrix", f"to have dtype {work}", matrix.dtype, error=TypeError)
         check_same_device(src_points, matrix, names=("src_points", "matrix"), fn=fn)
         a = matrix
-    return _TPSGrid.apply(src_points.to(work), a, size)
+    return _TPSGrid.apply(src_points.to(work), a, size).to(src_points.dtype)
 
 
 def _check_bool(value, name: str, fn: str) -> None:

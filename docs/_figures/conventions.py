@@ -88,9 +88,10 @@ def inverse_mapping() -> None:
     outline = grid_outline(grid, (h, w))[0].numpy()
     axes[0].plot(outline[:, 0], outline[:, 1], color=ACCENT, lw=1.5)
     from stnkit.viz import normalised_to_pixel
-    pts = normalised_to_pixel(grid[0, ::8, ::8].reshape(-1, 2), (h, w), align_corners=False)
+    pts = normalised_to_pixel(grid[0, ::8, ::8].reshape(-1, 2), (h, w),
+                              align_corners=False).numpy()
     axes[0].plot(pts[:, 0], pts[:, 1], ".", color="yellow", ms=4)
-    first = normalised_to_pixel(grid[0, 0, 0][None], (h, w), align_corners=False)[0]
+    first = normalised_to_pixel(grid[0, 0, 0][None], (h, w), align_corners=False)[0].numpy()
     axes[0].plot(*first, "o", color=ACCENT, ms=6)
     show(axes[1], out, "output V (48 x 48): pixel (0, 0) marked")
     axes[1].plot(0, 0, "o", color=ACCENT, ms=6)
@@ -153,7 +154,7 @@ def opencv_pixels() -> None:
     show(axes[0], image, "input, its frame (red)")
     corners = torch.tensor([[-0.5, -0.5, 1], [w - 0.5, -0.5, 1], [w - 0.5, h - 0.5, 1],
                             [-0.5, h - 0.5, 1], [-0.5, -0.5, 1]])
-    axes[0].plot(corners[:, 0], corners[:, 1], color=ACCENT, lw=2)
+    axes[0].plot(corners[:, 0].numpy(), corners[:, 1].numpy(), color=ACCENT, lw=2)
     moved = (corners @ m[0].T).numpy()  # forward: input pixel -> output pixel
     show(axes[1], out, "warp(input, from_pixel(M)); M @ frame (red)")
     axes[1].plot(moved[:, 0], moved[:, 1], color=ACCENT, lw=2)

@@ -38,7 +38,7 @@ print(photo.shape, photo.dtype)
 def show(images, titles):
     fig, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3.9))
     for ax, image, title in zip(axes, images, titles):
-        ax.imshow(image[0].permute(1, 2, 0).clamp(0, 1))
+        ax.imshow(image[0].permute(1, 2, 0).clamp(0, 1).numpy())
         ax.set_title(title, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -72,19 +72,20 @@ M_aff = T.pixel_affine((H, W), (400, 400), degrees=-20.0, scale=0.6, translate=(
 square = ops.warp(photo, T.from_pixel(M_aff, (H, W), (400, 400)), size=(400, 400))
 
 # %%
-# Shear, and the padding modes
-# ----------------------------
+# Shear
+# -----
 #
-# ``pixel_affine(..., shear=(sx, sy))`` shears about the centre (x' = x + sx y). What lies
-# outside the input is read by ``padding_mode``: zeros (OpenCV's ``BORDER_CONSTANT``),
-# border (``BORDER_REPLICATE``) or reflection.
+# ``pixel_affine(..., shear=(sx, sy))`` shears about the centre (x' = x + sx y). What
+# lies outside the input is read by ``padding_mode``: zeros (the default; OpenCV's
+# ``BORDER_CONSTANT``), border (``BORDER_REPLICATE``) or reflection (``BORDER_REFLECT``
+# with ``align_corners=False``); the pictures of :doc:`/conventions` compare them.
 
 M_shear = T.pixel_affine((H, W), shear=(0.35, 0.0))
 theta_shear = T.from_pixel(M_shear, (H, W), (H, W))
-sheared = ops.warp(photo, theta_shear, padding_mode="reflection")
+sheared = ops.warp(photo, theta_shear)
 
 show([photo, rotated, square, sheared],
-     ["input", "rotate 30 deg", "rotate -20, scale 0.6, 400x400", "shear 0.35, reflection"])
+     ["input", "rotate 30 deg", "rotate -20, scale 0.6, 400x400", "shear (0.35, 0)"])
 
 # %%
 # A homography
@@ -134,15 +135,13 @@ fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.9))
 for ax, image, title in zip(axes, [tilted, bent, photo],
                             ["homography (corners moved)", "TPS (two points moved)",
                              "TPS control points"]):
-    ax.imshow(image[0].permute(1, 2, 0).clamp(0, 1))
+    ax.imshow(image[0].permute(1, 2, 0).clamp(0, 1).numpy())
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
 ax = axes[2]
-px = (src[0, :, 0] + 1) * W / 2 - 0.5   # normalised -> pixel (align_corners=False)
-py = (src[0, :, 1] + 1) * H / 2 - 0.5
-qx = (lattice[0, :, 0] + 1) * W / 2 - 0.5
-qy = (lattice[0, :, 1] + 1) * H / 2 - 0.5
+px, py = ((src[0] + 1) * torch.tensor([W, H]) / 2 - 0.5).numpy().T  # normalised -> pixel
+qx, qy = ((lattice[0] + 1) * torch.tensor([W, H]) / 2 - 0.5).numpy().T  # (align_corners=False)
 ax.plot(qx, qy, "o", color="white", ms=5, mec="black")
 for i in range(16):
     if not torch.equal(src[0, i], lattice[0, i]):

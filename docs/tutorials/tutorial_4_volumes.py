@@ -41,7 +41,7 @@ volume = volume.clamp(max=1)[None, None]  # (B, C, D, H, W) = (1, 1, 48, 48, 48)
 
 def slices(v):
     """The central slices: (H, W) at mid-depth, (D, W) at mid-height, (D, H) at mid-width."""
-    v = v[0, 0].detach()
+    v = v[0, 0].detach().numpy()
     c = N // 2
     return [v[c], v[:, c], v[:, :, c]]
 

@@ -44,6 +44,8 @@ def test_tutorial_ran_and_shows_its_output(site, name):
     page = read_page(path)
     figures = [src for src in page.images if "sphx_glr_" in src]
     assert "sphx-glr-script-out" in text, f"{name}: no printed output on the page"
+    warned = re.findall(r"\w+Warning: [^<\n]*", text)
+    assert not warned, f"{name}: its output holds warnings: {warned}"
     if name != "tutorial_5_compile_export":  # the only tutorial that draws nothing
         assert figures, f"{name}: no figures on the page (images: {page.images})"
 

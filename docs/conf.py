@@ -77,6 +77,7 @@ add_module_names = False
 python_use_unqualified_type_names = True
 
 # -- pictures drawn at build time by docs/_figures/*.py (matplotlib's plot directive)
+plot_pre_code = "import numpy as np\nfrom matplotlib import pyplot as plt\nUNDER_PLOT_DIRECTIVE = True"
 plot_include_source = False
 plot_html_show_source_link = False
 plot_html_show_formats = False
@@ -95,6 +96,10 @@ sphinx_gallery_conf = {
     "image_scrapers": ("matplotlib",),
     "capture_repr": ("_repr_html_",),
     "abort_on_example_error": True,
+    # Run every tutorial on every build: its outputs depend on the budget (STNKIT_DOCS_QUICK)
+    # and on the library, not only on the script, so sphinx-gallery's reuse of outputs of an
+    # unchanged script (kept in docs/auto_tutorials) could show stale results.
+    "run_stale_examples": True,
     "show_signature": False,
     "write_computation_times": False,
     "reset_modules": ("matplotlib",),
@@ -107,5 +112,3 @@ html_title = f"stnkit {release}"
 html_static_path: list[str] = []
 html_theme_options = {"navigation_with_keys": True}
 html_show_sourcelink = False
-pygments_style = "sphinx"
-pygments_dark_style = "monokai"

@@ -182,8 +182,9 @@ def api_rst(module: str) -> list[tuple[str | None, list[str]]]:
              ""]
     groups = public_names(module)
     intro += [".. autosummary::", "   :nosignatures:", ""]
+    # (constants are left out of the table: autosummary would show their type's docstring)
     intro += [f"   {name}" for kind in KINDS for name in groups.get(kind, [])
-              if kind != "Modules"]
+              if kind not in ("Modules", "Constants")]
     out: list[tuple[str | None, list[str]]] = [(None, intro + [""])]
     for kind, names in groups.items():
         lines = [f".. currentmodule:: {module}", ""]

@@ -166,9 +166,10 @@ def opencv_pixels() -> None:
 FIGURES = (align_corners, inverse_mapping, padding_modes, non_finite, opencv_pixels)
 
 
-# Run as a script: write every picture. (The plot directive runs this file as __main__ too,
-# with Sphinx's argv; then it draws only the one picture it asks for.)
-if __name__ == "__main__" and Path(sys.argv[0]).name == "conventions.py":
+# Run as a script: write every picture. The plot directive runs this file as __main__ too
+# (with this file as argv[0]), after docs/conf.py's plot_pre_code has set the marker below;
+# then it draws only the one picture it asks for.
+if __name__ == "__main__" and "UNDER_PLOT_DIRECTIVE" not in globals():
     out_dir = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
     out_dir.mkdir(parents=True, exist_ok=True)
     for draw in FIGURES:

@@ -36,7 +36,7 @@ BUILT_ENV = "STNKIT_DOCS_HTML"
 def build(out: Path, *, quick: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
     """Build the site into ``out`` with warnings as errors; tutorials at their smallest
     budget when ``quick``. Returns the finished process (stdout and stderr merged)."""
-    env = dict(os.environ, MPLBACKEND="Agg", STNKIT_OFFLINE="1", PYTHONWARNINGS="default")
+    env = dict(os.environ, MPLBACKEND="Agg", STNKIT_OFFLINE="1")
     if quick:
         env["STNKIT_DOCS_QUICK"] = "1"
     # -d: keep the doctrees out of the output, -E: read every page afresh

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.docs._markdown import DOCS
 from tests.docs._site import BUILT_ENV, build
 
 DOCS_PACKAGES = ("sphinx", "furo", "myst_parser", "sphinx_gallery")
@@ -21,10 +22,24 @@ def missing_docs_packages() -> list[str]:
     return [m for m in DOCS_PACKAGES if importlib.util.find_spec(m) is None]
 
 
+def untracked(directory: Path) -> set[str] | None:
+    """Untracked, not ignored files under ``directory`` (None outside a git checkout)."""
+    try:
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "."],
+                                cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True)
+    except OSError:
+        return None
+    if status.returncode != 0:
+        return None
+    return {line[3:] for line in status.stdout.splitlines() if line.startswith("??")}
+
+
 @dataclass
 class Site:
     path: Path  # the HTML output directory
     process: subprocess.CompletedProcess | None  # None: built by the caller ($STNKIT_DOCS_HTML)
+    left_behind: set[str] | None = None  # files the build added to the sources (None: unknown)
 
     def require_built(self) -> Path:
         if self.process is not None and self.process.returncode != 0:
@@ -45,4 +60,7 @@ def site(tmp_path_factory) -> Site:
         pytest.skip(f"the docs extra is not installed (missing {', '.join(missing)}): "
                     "pip install -e '.[docs]'")
     out = tmp_path_factory.mktemp("docs") / "html"
-    return Site(out, build(out, quick=True))
+    before = untracked(DOCS)
+    process = build(out, quick=True)
+    after = untracked(DOCS)
+    return Site(out, process, None if before is None or after is None else after - before)

@@ -25,7 +25,6 @@ import copy
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,18 +35,9 @@ def cpu_lines(threads: int) -> list[str]:
     import numba
     import torch
 
-    model = platform.processor() or platform.machine()
-    flags = set()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "Model name":
-                model = value.strip()
-            elif key.strip() == "Flags":
-                flags = set(value.split())
-    except (OSError, subprocess.CalledProcessError):
-        pass
+    from stnkit._machine import cpu_info
+
+    model, flags = cpu_info()
     simd = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
             if f in flags]
     return [f"- CPU: {model}, {os.cpu_count()} CPUs; SIMD flags: {' '.join(simd) or '?'}",

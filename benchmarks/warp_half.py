@@ -29,7 +29,6 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import sys
 
 import torch
@@ -46,18 +45,10 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def cpu_lines() -> list[str]:
-    """CPU model (lscpu's Model name), its bf16 / AMX flags, threads, versions."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "Model name":
-                model = value.strip()
-            elif key.strip() == "Flags":
-                flags = set(value.split())
-    except (OSError, subprocess.CalledProcessError):
-        pass
+    """CPU model (/proc/cpuinfo's model name), its bf16 / AMX flags, threads, versions."""
+    from stnkit._machine import cpu_info
+
+    model, flags = cpu_info()
     bf16 = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile", "avx512f", "avx2") if f in flags]
     import numba
 

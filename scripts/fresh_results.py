@@ -28,11 +28,9 @@ TARGET = 1.5  # issue 18: ST-CNN (affine) within 1.5x of the paper's error
 
 
 def cpu_model() -> str:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines()
-                 if ln.startswith("model name")), "unknown CPU")
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines()
-                  if ln.startswith("flags")), [])
+    from stnkit._machine import cpu_info
+
+    name, flags = cpu_info()
     have = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
     return f"{name} ({', '.join(have) or 'no AVX2'})"
 

@@ -31,16 +31,11 @@ CANDIDATES = {
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                flags = Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0]
-                have = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-                        if f" {f}" in flags]
-                return f"{line.split(':', 1)[1].strip()} ({', '.join(have)})"
-    except OSError:
-        pass
-    return "unknown CPU"
+    from stnkit._machine import cpu_info
+
+    name, flags = cpu_info()
+    have = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name} ({', '.join(have) or 'no AVX2'})"
 
 
 def run_dir_done(run: Path, iterations: int) -> bool:

@@ -69,12 +69,7 @@ def scaler_state(scaler: torch.amp.GradScaler) -> dict[str, Any] | None:
 
 def bf16_cpu_flags() -> list[str]:
     """The bf16 instructions this CPU reports in /proc/cpuinfo (Linux; [] elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return [f for f in CPU_BF16_FLAGS if f in have]
-    except OSError:
-        pass
-    return []
+    from stnkit._machine import cpu_info
+
+    have = cpu_info()[1]
+    return [f for f in CPU_BF16_FLAGS if f in have]

@@ -46,17 +46,10 @@ VARIANTS = (("fp32", False), ("bf16", False), ("bf16", True))  # (precision, cha
 def machine_lines() -> list[str]:
     import torch
 
+    from stnkit._machine import cpu_info
     from stnkit.train.precision import bf16_cpu_flags
 
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    model = cpu_info()[0]
     flags = bf16_cpu_flags()
     env = ", ".join(f"{k}={os.environ.get(k, '(unset)')}" for k in ALLOCATOR)
     try:

@@ -134,3 +134,12 @@ def test_the_blank_check_can_fail(tmp_path):
     assert ink(png, (0, 0, 100, 100)) == (0.0, 0.0)
     assert ink(png, (100, 0, 100, 100))[0] == 1.0
     assert ink(png)[0] == 0.5
+
+
+def test_the_mathematics_is_typeset(site, browser, tmp_path):
+    # MathJax ships with the site (sphinx-mathjax-offline): the formulas render offline.
+    page = site.require_built() / "mathematics.html"
+    dom = chromium("--dump-dom", page.as_uri(), profile=tmp_path / "profile", height=1600).stdout
+    typeset = dom.count("<mjx-container")
+    raw = re.findall(r"\\\(|\\\[", re.sub(r"<script.*?</script>", "", dom, flags=re.S))
+    assert typeset > 50 and not raw, f"{typeset} formulas typeset, {len(raw)} left as TeX"

@@ -186,4 +186,4 @@ print("centre read (x, y):", [tuple(round(v, 2) for v in t) for t in theta[:, :,
 #   ``torch.optim.Adam(stnkit.nn.param_groups(model, lr=1e-3, localization_lr_mult=0.1))``.
 # - Several transformers on one input: :class:`stnkit.nn.ParallelSpatialTransformers`.
 # - The whole experiment from the command line, with checkpoints and pictures:
-#   ``stnkit train --model st-cnn-aff --data RTS --data-dir embedded --out runs/rts``.
+#   ``stnkit train --model st-cnn-aff --data RTS --schedule cpu --data-dir embedded --out runs/rts``.

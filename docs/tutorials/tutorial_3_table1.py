@@ -9,7 +9,7 @@ writes the table next to the paper's numbers. This tutorial runs one column at a
 budget, reads the result, and puts it beside the full CPU-budget run kept in the
 repository.
 
-The command-line equivalent is ``stnkit reproduce table1 --variants R --out DIR``.
+On the command line: ``stnkit reproduce table1 --variants R --schedule cpu --data-dir embedded --out DIR``.
 """
 
 # %%

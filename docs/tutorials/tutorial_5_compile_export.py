@@ -81,7 +81,7 @@ print(f"first compiled call: {time.perf_counter() - start:.1f} s; "
 # :mod:`stnkit.ops`). So the prediction barely moves. bfloat16 pays only on hardware that
 # computes in it (recent GPUs, CPUs with AMX or AVX512-BF16); on a CPU without it, it is
 # slower than float32 (see :doc:`/reproductions/train-step`), which is why
-# ``stnkit train --precision`` defaults to fp32.
+# the ``--precision`` flag of ``stnkit train`` defaults to fp32.
 
 with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
     low = model(images)

@@ -3,6 +3,8 @@ and prints what the page says it prints (convention: tests/docs/_markdown.py).""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.docs._markdown import DOCS, ROOT, Block, blocks, pages, run_page
@@ -48,3 +50,33 @@ def test_only_python_and_pycon_blocks_run(tmp_path):
 
 def test_docs_dir_is_where_the_pages_are():
     assert (DOCS / "conf.py").is_file()
+
+
+def _shown_commands() -> list[tuple[str, str]]:
+    """(where, "stnkit ...") of the commands the docs show: in the bash blocks of the pages
+    and in the tutorials' ``stnkit ...`` literals."""
+    from tests.test_readme import stnkit_commands
+
+    out = []
+    for page in PAGES[1:]:  # README.md: tests/test_readme.py checks its commands
+        for line, command in stnkit_commands(page.read_text(encoding="utf-8")):
+            out.append((f"{page.relative_to(ROOT)}:{line}", command))
+    for script in sorted((DOCS / "tutorials").glob("*.py")):
+        for command in re.findall(r"``(stnkit [^`]+)``", script.read_text(encoding="utf-8")):
+            out.append((str(script.relative_to(ROOT)), command))
+    return out
+
+
+SHOWN = _shown_commands()
+
+
+def test_the_docs_show_commands():
+    assert len(SHOWN) >= 10, SHOWN
+
+
+@pytest.mark.parametrize("where,command", SHOWN, ids=[f"{w} {c}" for w, c in SHOWN])
+def test_shown_command_matches_the_parser(where, command):
+    from tests.test_readme import command_problems
+
+    problems = command_problems(command)
+    assert not problems, f"{where}: {command!r}: {problems}"

@@ -165,6 +165,7 @@ VARIANTS: Mapping[str, Variant] = MappingProxyType({v.name: v for v in (
              {"size": 84, "margin": 1.0, "instances": (2, 6), "clutter": 16,
               "clutter_size": 6}),
 )})
+"""Every distorted-MNIST variant by name (a read-only mapping of :class:`Variant`)."""
 
 # parameter -> kind; checked by resolve_params.
 _KINDS = {

@@ -76,12 +76,14 @@ MNIST_STD = 0.3081
 """Standard deviation of the MNIST training pixels scaled to [0, 1]."""
 
 SPLITS = ("train", "test")
+"""MNIST's splits: ``"train"`` (60,000 digits) and ``"test"`` (10,000)."""
 
 # split -> (images file, labels file), without the optional ".gz".
 FILES: dict[str, tuple[str, str]] = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+"""MNIST's file names per split: ``{split: (images file, labels file)}`` (without ``.gz``)."""
 
 # md5 of the decompressed canonical files (LeCun, Cortes, Burges).
 MD5: dict[str, str] = {
@@ -90,6 +92,7 @@ MD5: dict[str, str] = {
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
+"""MD5 of each canonical MNIST file (gzipped), checked on every load."""
 
 # bytes of the decompressed canonical files: 16-byte header + 28*28 per image; 8 + 1 per label
 SIZES: dict[str, int] = {
@@ -108,6 +111,7 @@ MIRRORS: tuple[str, ...] = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
+"""Base URLs MNIST is downloaded from, tried in order."""
 
 _IMAGES_MAGIC = 0x00000803
 _LABELS_MAGIC = 0x00000801

@@ -38,8 +38,13 @@ EMBEDDED = "embedded"
 """``root`` value selecting the MNIST subset shipped inside the package."""
 
 DATA_ENV = "STNKIT_DATA"
+"""Environment variable naming the default data directory (else the user cache)."""
 OFFLINE_ENV = "STNKIT_OFFLINE"
+"""Environment variable that, set to anything but a false word ("", 0, false, no, off...),
+forbids every download (offline mode)."""
 MIRRORS_ENV = "STNKIT_MNIST_MIRRORS"
+"""Environment variable with MNIST base URLs (commas or whitespace between them) tried instead
+of the built-in ``MIRRORS``."""
 
 _FALSE_WORDS = ("", "0", "false", "no", "off")
 

@@ -74,6 +74,8 @@ __all__ = [
 
 CUBIC_A = -0.75
 SUBGRADIENTS = ("paper", "floor")
+"""The sub-gradient choices at integer knots: ``"paper"`` (the paper's formula as written) or
+``"floor"`` (the right derivative, as ``F.grid_sample``)."""
 _MAX = float(np.finfo(np.float64).max)
 
 
@@ -142,6 +144,8 @@ KERNELS = {
     "nearest": (nearest_kernel, nearest_kernel_grad),
     "bicubic": (cubic_kernel, cubic_kernel_grad),
 }
+"""The sampling kernels k(d) of the paper's sampler by ``mode`` name (bilinear, nearest, bicubic),
+as the reference sampler evaluates them."""
 
 
 # ---------------------------------------------------------------------------------------------

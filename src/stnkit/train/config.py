@@ -139,6 +139,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                   weight_decay=1e-4, lr_step=0, lr_gamma=1.0, lr_schedule="cosine", warmup=300,
                   fresh_distortions=True, checkpoint_every=500, eval_every=2000, log_every=100),
 }
+"""The settings of each ``schedule`` (``paper``, ``cpu``, ``fresh``) that fill a
+:class:`TrainConfig`'s unset fields."""
 
 _INT64 = 2**63
 INT_RANGES: dict[str, tuple[int, int]] = {

@@ -72,6 +72,7 @@ def _addition() -> list[PaperNumber]:
 
 
 PAPER_NUMBERS: tuple[PaperNumber, ...] = tuple(_table1() + _cluttered() + _addition())
+"""Every % test error read in the paper, with where it is printed (:class:`PaperNumber`)."""
 _INDEX = {(p.experiment, p.variant, p.model): p for p in PAPER_NUMBERS}
 
 

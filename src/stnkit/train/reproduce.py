@@ -43,6 +43,7 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
                  "models": ("fcn", "cnn", "st-fcn-aff", "st-fcn-aff-x2", "st-fcn-proj-x2",
                             "st-fcn-tps-x2")},
 }
+"""The paper's experiments :func:`reproduce` knows: title, variants and models of each."""
 
 CSV_COLUMNS = ("experiment", "variant", "model", "seeds", "mean_error", "std_error", "paper_error")
 # settings that may differ between a finished cell and a rerun without changing its result

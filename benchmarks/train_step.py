@@ -46,16 +46,13 @@ VARIANTS = (("fp32", False), ("bf16", False), ("bf16", True))  # (precision, cha
 def machine_lines() -> list[str]:
     import torch
 
-    from stnkit._machine import cpu_info
+    from stnkit._machine import cpu_info, load_average
     from stnkit.train.precision import bf16_cpu_flags
 
     model = cpu_info()[0]
     flags = bf16_cpu_flags()
     env = ", ".join(f"{k}={os.environ.get(k, '(unset)')}" for k in ALLOCATOR)
-    try:
-        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        load = "?"
+    load = load_average()
     return [f"- CPU: {model}, {os.cpu_count()} CPUs; bf16 flags: {' '.join(flags) or 'none'} "
             "(of avx512_bf16 amx_bf16 amx_tile)",
             f"- torch {torch.__version__}, python {platform.python_version()}, threads "
@@ -212,11 +209,10 @@ def main(argv=None) -> None:
     errs = sorted({e for e in errors.values()})
     if errs:
         lines += ["", "Errors: " + "; ".join(errs)]
-    try:
-        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        lines += ["", f"- load average at the end: {load}"]
-    except OSError:
-        pass
+    from stnkit._machine import load_average
+
+    if load_average() != "?":
+        lines += ["", f"- load average at the end: {load_average()}"]
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -46,17 +46,14 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def cpu_lines() -> list[str]:
     """CPU model (/proc/cpuinfo's model name), its bf16 / AMX flags, threads, versions."""
-    from stnkit._machine import cpu_info
+    from stnkit._machine import cpu_info, load_average
 
     model, flags = cpu_info()
     bf16 = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile", "avx512f", "avx2") if f in flags]
     import numba
 
     threads = torch.get_num_threads()
-    try:
-        load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        load = "?"
+    load = load_average()
     return [f"- CPU: {model}, {os.cpu_count()} CPUs; flags: {' '.join(bf16) or 'none'} "
             "(of avx512_bf16 amx_bf16 amx_tile avx512f avx2)",
             f"- threads: torch {threads}, numba {min(threads, numba.config.NUMBA_NUM_THREADS)}",

@@ -21,6 +21,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from stnkit._io import atomic_write_bytes
+
 from stnkit.train.paper import CITATION, paper_error
 
 VARIANTS = ("R", "RTS", "P", "E")
@@ -129,9 +131,7 @@ def main() -> int:
                    f"{c['wall_min']:.1f} | {curve} |")
     text = "\n".join(out) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(args.out)
+    atomic_write_bytes(args.out, text.encode())
     print(text)
     return 0
 

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from stnkit._io import atomic_write_bytes
+
 # name -> flags on top of the fresh preset (AdamW, weight decay 1e-4, cosine, batch 64)
 CANDIDATES = {
     "adamw-lr2e-3": ["--lr", "2e-3"],
@@ -125,9 +127,7 @@ def main() -> int:
             f"Command: `python scripts/tune_fresh.py --data-dir ../shared/data/mnist "
             f"--iterations {args.iterations} --jobs {args.jobs}`\n\n{table(args)}\n")
     args.table.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.table.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(args.table)
+    atomic_write_bytes(args.table, text.encode())
     print(text)
     return 0
 

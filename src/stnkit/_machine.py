@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import platform
 
-__all__ = ["cpu_info"]
+__all__ = ["cpu_info", "load_average"]
 
 
 def cpu_info() -> tuple[str, set[str]]:
@@ -23,3 +24,11 @@ def cpu_info() -> tuple[str, set[str]]:
     except OSError:
         pass
     return model, flags
+
+
+def load_average() -> str:
+    """The 1, 5 and 15-minute load averages, "0.52 0.61 0.70" ("?" where the OS has none)."""
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "?"

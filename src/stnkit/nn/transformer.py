@@ -288,6 +288,9 @@ class SpatialTransformer(nn.Module):
         input (B, C, H, W); output (B, C', H_out, W_out) with C' = C or len(warp_channels);
         theta as :meth:`theta`. A fresh transformer returns its input (identity theta).
 
+    >>> import torch
+    >>> from torch import nn
+    >>> from stnkit.nn import SpatialTransformer
     >>> loc = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 32), nn.ReLU())
     >>> st = SpatialTransformer(loc, "attention", features=32, output_size=(14, 14))
     >>> st(torch.rand(4, 1, 28, 28)).shape

@@ -3,9 +3,11 @@
 Every message has the form ``"<fn>: expected <name> <what>, got <actual>"`` so a user reads
 which call, which argument, what was wanted and what arrived:
 
+    >>> import torch
+    >>> from stnkit._checks import check_shape
     >>> check_shape(torch.zeros(4, 3, 3), ("B", 2, 3), name="theta", fn="warp")
     Traceback (most recent call last):
-    ValueError: warp: expected theta of shape (B, 2, 3), got (4, 3, 3)
+    stnkit._errors.StnkitValueError: warp: expected theta of shape (B, 2, 3), got (4, 3, 3)
 
 ``TypeError`` for a wrong type, ``ValueError`` for a wrong value. Inner kernels trust their
 callers and check nothing; these helpers run once, at the public entry points.

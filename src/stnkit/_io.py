@@ -70,8 +70,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     '<path>': <reason>"``; errors raised by the body (a failed download, say) pass through
     unchanged, so they keep saying what really went wrong.
 
-    >>> with atomic_path("out.png") as tmp:   # doctest: +SKIP
-    ...     image.save(tmp, format="PNG")
+    >>> from pathlib import Path
+    >>> from stnkit._io import atomic_path
+    >>> with atomic_path("out.txt") as tmp:
+    ...     _ = tmp.write_text("all or nothing")
+    >>> Path("out.txt").read_text()
+    'all or nothing'
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")

@@ -227,8 +227,14 @@ def to_onnx(model: nn.Module, example_input: Tensor | tuple[Tensor, ...],
     See :func:`onnx_bytes` for the arguments and the module docstring for how stnkit's
     operators are translated. Check the file with :func:`onnx_session` / :func:`run_onnx`.
 
-    >>> model = create_model("st-cnn-aff", input_size=(1, 28, 28))       # doctest: +SKIP
-    >>> to_onnx(model, torch.rand(1, 1, 28, 28), "st-cnn-aff.onnx")       # doctest: +SKIP
+    >>> import torch
+    >>> from stnkit.export import onnx_session, run_onnx, to_onnx
+    >>> from stnkit.models import create_model
+    >>> model = create_model("st-cnn-aff", input_size=(1, 28, 28)).eval()
+    >>> path = to_onnx(model, torch.rand(1, 1, 28, 28), "st-cnn-aff.onnx")
+    >>> x = torch.rand(4, 1, 28, 28)  # any batch size: the batch dimension is symbolic
+    >>> torch.allclose(run_onnx(onnx_session(path), x), model(x), atol=1e-4)
+    True
     """
     data = onnx_bytes(model, example_input, opset=opset, dynamic_batch=dynamic_batch)
     atomic_write_bytes(path, data)

@@ -301,9 +301,10 @@ class DistortedMNIST(Dataset):
         progress: progress bars for download and generation.
         offline, download: as in :func:`stnkit.data.load_mnist`.
 
-    >>> ds = DistortedMNIST("RTS", "test", root="embedded")  # doctest: +SKIP
-    >>> image, label = ds[0]  # doctest: +SKIP
-    >>> image.shape, label, round(ds.transform_params(0)["angle"], 2)  # doctest: +SKIP
+    >>> from stnkit.data import DistortedMNIST
+    >>> ds = DistortedMNIST("RTS", "test", root="embedded", cache=False, progress=False)
+    >>> image, label = ds[0]
+    >>> image.shape, label, round(ds.transform_params(0)["angle"], 2)
     (torch.Size([1, 42, 42]), 7, 33.05)
     """
 

@@ -228,8 +228,12 @@ def read_idx(path: str | os.PathLike, *, max_bytes: int = READ_IDX_LIMIT) -> np.
     Checks the header and the length (no checksum: use :func:`load_mnist` for MNIST); a
     file whose content is (or decompresses to) more than ``max_bytes`` is refused.
 
-    >>> read_idx("train-labels-idx1-ubyte.gz").shape  # doctest: +SKIP
-    (60000,)
+    >>> from pathlib import Path
+    >>> from stnkit.data import read_idx
+    >>> header = bytes([0, 0, 0x08, 1]) + (3).to_bytes(4, "big")  # uint8, 1 dimension: 3
+    >>> _ = Path("labels-idx1-ubyte").write_bytes(header + bytes([7, 2, 1]))
+    >>> read_idx("labels-idx1-ubyte")
+    array([7, 2, 1], dtype=uint8)
     """
     if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)):
         fail("read_idx", "path", "a str or os.PathLike", type(path).__name__, error=TypeError)

@@ -38,9 +38,19 @@ def register_model(name: str, *, default_input_size: Sequence[int] = (1, 28, 28)
                    default_num_classes: int = 10, description: str = ""):
     """Decorator registering ``factory(*, input_size, num_classes, **overrides) -> nn.Module``.
 
+    >>> import math
+    >>> from torch import nn
+    >>> from stnkit.models import create_model, list_models, register_model
     >>> @register_model("my-net", description="a linear classifier")
     ... def my_net(*, input_size, num_classes):
     ...     return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_size), num_classes))
+    >>> "my-net" in list_models()
+    True
+    >>> create_model("my-net", input_size=(1, 28, 28))
+    Sequential(
+      (0): Flatten(start_dim=1, end_dim=-1)
+      (1): Linear(in_features=784, out_features=10, bias=True)
+    )
     """
     fn = "register_model"
     if not isinstance(name, str) or not name:
@@ -89,7 +99,13 @@ def create_model(name: str, *, input_size: Sequence[int], num_classes: int | Non
     Returns:
         a module mapping (B, C, H, W) to logits (B, num_classes).
 
-    >>> create_model("st-cnn-aff", input_size=(1, 42, 42), st_output_size=(21, 21))
+    >>> import torch
+    >>> from stnkit.models import create_model
+    >>> model = create_model("st-cnn-aff", input_size=(1, 42, 42), st_output_size=(21, 21))
+    >>> model(torch.rand(2, 1, 42, 42)).shape
+    torch.Size([2, 10])
+    >>> sum(p.numel() for p in model.parameters())
+    398554
     """
     fn = "create_model"
     if not isinstance(name, str):

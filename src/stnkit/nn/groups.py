@@ -43,7 +43,14 @@ def param_groups(model: nn.Module, *, lr: float, localization_lr_mult: float = 1
         {"name": "localization", "params": [...], "lr": lr * localization_lr_mult}]``,
         leaving out an empty group; every parameter of ``model`` exactly once.
 
-    >>> opt = torch.optim.SGD(param_groups(model, lr=0.01, localization_lr_mult=0.1), lr=0.01)
+    >>> import torch
+    >>> from stnkit.models import create_model
+    >>> from stnkit.nn import param_groups
+    >>> model = create_model("st-cnn-aff", input_size=(1, 28, 28))
+    >>> groups = param_groups(model, lr=0.01, localization_lr_mult=0.1)
+    >>> [(group["name"], group["lr"]) for group in groups]
+    [('main', 0.01), ('localization', 0.001)]
+    >>> opt = torch.optim.SGD(groups, lr=0.01)
     """
     fn = "param_groups"
     if not isinstance(model, nn.Module):

@@ -127,6 +127,8 @@ def affine_grid(theta: Tensor, size, *, align_corners: bool = False) -> Tensor:
         (B, H_out, W_out, 2) (x, y) or (B, D_out, H_out, W_out, 3) (x, y, z) input coordinates,
         theta's dtype (computed in float32 for a float16 / bfloat16 theta).
 
+    >>> import torch
+    >>> from stnkit.ops import affine_grid
     >>> affine_grid(torch.eye(2, 3)[None], (4, 4)).shape
     torch.Size([1, 4, 4, 2])
     """

@@ -142,7 +142,9 @@ def sample(input: Tensor, grid: Tensor, *, mode: str = "bilinear", padding_mode:
         the gradients have the dtypes of input and grid. Twice differentiable
         (``create_graph=True``); a third derivative raises.
 
-    >>> sample(torch.arange(4.0).view(1, 1, 2, 2), torch.zeros(1, 1, 1, 2)).item()
+    >>> import torch
+    >>> from stnkit.ops import sample
+    >>> sample(torch.arange(4.0).view(1, 1, 2, 2), torch.zeros(1, 1, 1, 2)).item()  # centre
     1.5
     """
     fn = "sample"

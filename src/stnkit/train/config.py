@@ -4,6 +4,7 @@ Precedence, lowest first: the dataclass defaults < the preset named by ``schedul
 config file < explicit values (command-line flags, keyword overrides). The resolved config is
 saved as ``config.json`` in every run directory.
 
+>>> from stnkit.train import resolve_config
 >>> cfg = resolve_config(overrides={"model": "cnn", "data": "RTS", "out": "run", "schedule": "cpu"})
 >>> cfg.optimizer, cfg.iterations
 ('adam', 2000)

@@ -209,8 +209,8 @@ def onnx_bytes(model: nn.Module, example_input: Tensor | tuple[Tensor, ...], *,
     model.eval()
     try:
         with torch.no_grad():
-            # One forward first: it fills the SpatialTransformer's TPS matrix (solved once
-            # per size), whose solve export cannot trace (data-dependent checks).
+            # One forward first: a TPS SpatialTransformer built without an output or input
+            # size solves its matrix there, as torch.export cannot (data-dependent checks).
             model(*inputs)
         program = _quiet_export(model, inputs, dynamo=True, opset_version=opset,
                                 dynamic_shapes=dynamic, **names,

@@ -113,21 +113,11 @@ def _check_equal(eager, compiled, name, tol):
         assert err < tol, f"{name} parameter {i}: {err=}"
 
 
-# A TPS transformer solves for (and caches) its TPS matrix on its first call; the solve's
-# checks (``ops.grids._tps_matrix``: data-dependent ``if``s) break the graph, so a TPS model
-# compiles fullgraph only after one eager call. Strict: the cold test fails once fixed.
-TPS_COLD = pytest.mark.xfail(strict=True, reason="data-dependent checks in "
-                             "ops.grids._tps_matrix, on a TPS model's first call")
-
-
 @pytest.mark.filterwarnings(INDUCTOR, *DYNAMO_INTERNAL)  # dynamo's optimizer support
 @pytest.mark.parametrize("name", list_models())
 def test_training_step_compiles_with_the_operators(name):
     torch._dynamo.reset()
-    model, x, y = _model(name)
-    if "tps" in name:
-        with torch.no_grad():
-            model(x)  # caches the TPS matrix (see TPS_COLD)
+    model, x, y = _model(name)  # never called before: a TPS model compiles on its first call
     eager = _train(copy.deepcopy(model), x, y, steps=2)
     rec = Recorder()
     # the optimizer step (which never touches a warp) compiled for one model only: it
@@ -142,12 +132,25 @@ def test_training_step_compiles_with_the_operators(name):
     assert rec.frames == 1, f"{name}: forward + loss compiled {rec.frames} times, not once"
 
 
-@TPS_COLD
 @pytest.mark.filterwarnings(*DYNAMO_INTERNAL)
-def test_compile_tps_model_on_its_first_call():
+def test_compile_tps_transformer_of_unknown_size_on_its_first_call():
+    # no size at construction: the matrix is solved eagerly while dynamo traces
+    # (assume_constant_result), not in the graph
     torch._dynamo.reset()
-    model, x, _ = _model("st-cnn-tps")
-    torch.compile(model, backend="eager", fullgraph=True)(x)
+    torch.manual_seed(0)
+    loc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 8))
+    st = SpatialTransformer(loc, "tps", features=8)
+    with torch.no_grad():
+        st.regressor.linear.weight.normal_(0, 0.05)
+    assert st._tps_matrices == {}
+    x, x2 = torch.rand(2, 2, 1, 28, 28)
+    rec = Recorder()
+    compiled = torch.compile(st, backend=rec, fullgraph=True)
+    out, out2 = compiled(x), compiled(x2)
+    assert rec.frames == 1, f"compiled {rec.frames} times, not once"  # nothing kept: no guard fails
+    assert st._tps_matrices == {}
+    assert (out - st(x)).abs().max().item() < 1e-6
+    assert (out2 - st(x2)).abs().max().item() < 1e-6
 
 
 @pytest.mark.filterwarnings(*DYNAMO_INTERNAL)

@@ -9,17 +9,10 @@ import io
 import pytest
 import torch
 
-from stnkit._checks import StnkitTypeError
+from stnkit._checks import StnkitTypeError, StnkitValueError
 from stnkit.models import create_model, list_models, model_spec
 from stnkit.nn import SpatialTransformer
 from stnkit.ops.kernels import numba_cpu  # noqa: F401  (registers the stnkit operators)
-
-# A TPS transformer solves for (and caches) its TPS matrix on its first call; the solve's
-# checks (``ops.grids._tps_matrix``: data-dependent ``if``s) cannot be traced, so a TPS model
-# exports only after one eager call. Strict: the cold test fails once that is fixed.
-TPS_COLD = pytest.mark.xfail(strict=True, reason="data-dependent checks in "
-                             "ops.grids._tps_matrix, on a TPS model's first call")
-
 
 def _model(name, seed=0):
     spec = model_spec(name)
@@ -41,10 +34,7 @@ def _kernel_transformers(model) -> int:
 
 @pytest.mark.parametrize("name", list_models())
 def test_export_every_model(name):
-    model, x = _model(name)
-    if "tps" in name:
-        with torch.no_grad():
-            model(x)  # caches the TPS matrix (see TPS_COLD)
+    model, x = _model(name)  # never called before: a TPS model exports on its first call
     ep = torch.export.export(model, (x,))
     calls = sum(1 for n in ep.graph.nodes if n.target == torch.ops.stnkit.warp.default)
     want = _kernel_transformers(model)
@@ -55,10 +45,31 @@ def test_export_every_model(name):
         assert err < 1e-6, f"{name}: {err=}"
 
 
-@TPS_COLD
-def test_export_tps_model_on_its_first_call():
+def test_export_keeps_no_traced_tps_matrix():
+    # the export traces a cast of the float64 matrix solved in __init__; what it traced (a
+    # fake tensor) must never land in the transformer's cache for later eager calls
     model, x = _model("st-cnn-tps")
+    st = next(m for m in model.modules() if isinstance(m, SpatialTransformer))
+    before = dict(st._tps_matrices)
+    assert [k[1] for k in before] == [torch.float64]  # solved at construction
     torch.export.export(model, (x,))
+    assert st._tps_matrices.keys() == before.keys()
+    assert all(type(v) is torch.Tensor for v in st._tps_matrices.values())
+    model(x)  # the eager call keeps its float32 copy, a real tensor
+    assert {k[1] for k in st._tps_matrices} == {torch.float32, torch.float64}
+    assert all(type(v) is torch.Tensor for v in st._tps_matrices.values())
+
+
+def test_export_tps_transformer_of_unknown_size_says_what_to_do():
+    loc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 8))
+    st = SpatialTransformer(loc, "tps", features=8)  # output size = input's, unknown yet
+    x = torch.rand(2, 1, 28, 28)
+    with pytest.raises(StnkitValueError, match=r"SpatialTransformer: expected output_size to "
+                       r"be known before torch.export traces a TPS transformer"):
+        torch.export.export(st, (x,))
+    st(x)  # one eager call solves it: the export then works
+    ep = torch.export.export(st, (x,))
+    assert (ep.module()(x) - st(x)).abs().max().item() < 1e-6
 
 
 def test_exported_program_saves_and_loads():

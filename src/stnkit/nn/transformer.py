@@ -259,6 +259,52 @@ def _infer_features(localization: nn.Module, input_size: tuple[int, ...] | None,
     return int(out.shape[1])
 
 
+def _solve_tps_matrix(st: "SpatialTransformer", size: tuple) -> Tensor:
+    """``st``'s TPS matrix (``ops.tps_matrix``) for an output ``size``, float64 on the CPU.
+
+    Solving costs tens of ms and checks the control points with data-dependent ``if``s."""
+    dst = None if st._tps_via_warp else st.regressor.control_points.detach().cpu()
+    return tps_matrix(size, dst_points=dst, k=st.regressor.num_params // 2,
+                      align_corners=st.align_corners, dtype=torch.float64, device="cpu")
+
+
+@torch.compiler.assume_constant_result
+def _solved_while_tracing(st: "SpatialTransformer", size: tuple, dtype: torch.dtype,
+                          device: torch.device) -> Tensor:
+    """Called eagerly by ``torch.compile`` while it traces; its result becomes a constant of
+    the graph. It keeps nothing: a change to the transformer's cache would fail the guards."""
+    return _solve_tps_matrix(st, size).to(dtype=dtype, device=device)
+
+
+def _tps_matrix_for(st: "SpatialTransformer", size: tuple, dtype: torch.dtype,
+                    device: torch.device) -> Tensor:
+    """The TPS matrix of a forward pass in ``dtype`` on ``device``, outside every graph.
+
+    The matrix depends only on the control points, size and ``align_corners``, never on the
+    input. ``__init__`` solves it in float64 where the output size is known, and eager calls
+    keep a copy per (size, dtype, device). Under ``torch.compile`` and ``torch.export`` only
+    the cast of the float64 matrix is traced; a size first seen under ``torch.compile`` is
+    solved eagerly during tracing, and under ``torch.export``, which cannot do that, it is a
+    clear error. So a TPS model compiles and exports on its first call.
+    """
+    base_key = (size, torch.float64, "cpu")
+    if torch.compiler.is_compiling():
+        if base_key in st._tps_matrices:
+            return st._tps_matrices[base_key].to(dtype=dtype, device=device)
+        if torch.compiler.is_exporting():
+            fail("SpatialTransformer", "output_size",
+                 "to be known before torch.export traces a TPS transformer (pass output_size "
+                 "or input_size, or call the module once eagerly)",
+                 f"None, and no TPS matrix solved yet for an output of {size}")
+        return _solved_while_tracing(st, size, dtype, device)
+    key = (size, dtype, str(device))
+    if key not in st._tps_matrices:
+        if base_key not in st._tps_matrices:
+            st._tps_matrices[base_key] = _solve_tps_matrix(st, size)
+        st._tps_matrices[key] = st._tps_matrices[base_key].to(dtype=dtype, device=device)
+    return st._tps_matrices[key]
+
+
 class SpatialTransformer(nn.Module):
     """A spatial transformer: localisation net -> theta -> ``stnkit.ops.warp``.
 
@@ -363,6 +409,12 @@ class SpatialTransformer(nn.Module):
         # passing dst_points explicitly would keep warp off its fused kernels.
         self._tps_via_warp = self.tps_grid is not None and self.tps_grid[0] == self.tps_grid[1]
         self._tps_matrices: dict[tuple, Tensor] = {}  # (size, dtype, device) -> tps_matrix
+        if self._grid == "tps":  # solved now where the size is known (_tps_matrix_for)
+            size = output_size if output_size is not None else (
+                input_size[1:] if input_size is not None else None)
+            if size is not None:
+                self._tps_matrices[(tuple(size), torch.float64, "cpu")] = \
+                    _solve_tps_matrix(self, tuple(size))
 
     # -- checks ------------------------------------------------------------------------------
     def _check_input(self, x: Tensor, fn: str) -> None:
@@ -441,14 +493,9 @@ class SpatialTransformer(nn.Module):
             # (and its data-dependent checks stay out of torch.export / ONNX traces); the
             # grid in warp's compute dtype (``stnkit.ops``, "Mixed precision").
             work = compute_dtype(x, theta)
-            key = (tuple(size), work, str(theta.device))
-            if key not in self._tps_matrices:
-                self._tps_matrices[key] = tps_matrix(
-                    size, dst_points=dst, k=self.regressor.num_params // 2,
-                    align_corners=self.align_corners, dtype=work, device=theta.device)
+            matrix = _tps_matrix_for(self, tuple(size), work, theta.device)
             grid = ops.tps_grid(theta.to(work), size, dst_points=dst,
-                                align_corners=self.align_corners,
-                                matrix=self._tps_matrices[key])
+                                align_corners=self.align_corners, matrix=matrix)
             out = ops.sample(x, grid, mode=self.mode, padding_mode=self.padding_mode,
                              align_corners=self.align_corners)
             return (out, theta) if return_theta else out

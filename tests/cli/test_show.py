@@ -58,7 +58,7 @@ def test_show_reproduction_dir(tmp_path, capsys):
     assert main(["show", str(repro)]) == 0
     assert capsys.readouterr().out == (f"wrote {repro / 'figures' / 'results.png'} "
                                        "(our test errors next to the paper's)\n")
-    check_png(repro / "figures" / "results.png", plots.results_figure_size(len(TABLE)))
+    check_png(repro / "figures" / "results.png", plots.results_figure_size(TABLE))
 
 
 def test_show_notes_a_corrupt_checkpoint_and_still_draws(tmp_path, capsys):
@@ -99,4 +99,4 @@ def test_show_quiet_prints_nothing_and_still_draws(tmp_path, capsys):
     repro = make_repro_dir(tmp_path / "repro", TABLE)
     assert main(["show", str(repro), "-q"]) == 0
     assert capsys.readouterr().out == ""
-    check_png(repro / "figures" / "results.png", plots.results_figure_size(len(TABLE)))
+    check_png(repro / "figures" / "results.png", plots.results_figure_size(TABLE))

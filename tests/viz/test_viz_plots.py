@@ -94,12 +94,18 @@ def test_curves_png_size_with_and_without_data(tmp_path):
 
 def test_results_bar_chart(tmp_path):
     path = plot_results(tmp_path / "r.png", TABLE)
-    assert png_size(path) == plots.results_figure_size(len(TABLE))
-    many = [dict(r, variant=f"V{i}") for i in range(6) for r in TABLE]  # 30 cells: wider
+    assert png_size(path) == plots.results_figure_size(TABLE)
+    # one panel per variant, two a row: 6 variants of 5 models are 3 rows of 2 panels
+    many = [dict(r, variant=f"V{i}") for i in range(6) for r in TABLE]
     w, h = png_size(plot_results(tmp_path / "m.png", many))
-    assert (w, h) == plots.results_figure_size(30) and w > png_size(path)[0]
+    assert (w, h) == plots.results_figure_size(many)
+    assert plots._results_layout(many) == (3, 2, 1.0 + plots.RESULTS_BAR_IN * 5)
+    assert plots._results_layout(TABLE) == (1, 2, plots.RESULTS_MIN_PANEL_IN)  # R, RTS
+    one = [dict(r, variant="R") for r in TABLE]  # one variant: one panel, one column
+    assert plots._results_layout(one)[:2] == (1, 1)
+    assert [v for v, _ in plots._results_panels(many)] == [f"V{i}" for i in range(6)]
     missing = [dict(TABLE[0], mean_error="")]  # a cell not run yet: drawn as n/a
-    assert png_size(plot_results(tmp_path / "n.png", missing)) == plots.results_figure_size(1)
+    assert png_size(plot_results(tmp_path / "n.png", missing)) == plots.results_figure_size(missing)
     with pytest.raises(ValueError, match=r"plot_results: expected rows at least one result"):
         plot_results(tmp_path / "x.png", [])
     with pytest.raises(ValueError, match=r"plot_results: expected rows\[0\] a dict with numeric"):

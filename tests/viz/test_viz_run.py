@@ -136,7 +136,7 @@ def test_reproduction_bar_chart(tmp_path):
     repro = make_repro_dir(tmp_path / "repro", TABLE)
     written = render_reproduction(repro)
     assert written["results"] == repro / "figures" / "results.png"
-    assert size_of(written["results"]) == plots.results_figure_size(len(TABLE))
+    assert size_of(written["results"]) == plots.results_figure_size(TABLE)
 
 
 def test_bad_directories(tmp_path):

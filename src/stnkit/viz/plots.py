@@ -268,23 +268,48 @@ def _no_data(ax) -> None:
 # Reproduction bar chart
 # ---------------------------------------------------------------------------------------------
 
-RESULTS_BAR_IN, RESULTS_MIN_WIDTH_IN, RESULTS_HEIGHT_IN = 0.62, 6.0, 4.8
+RESULTS_BAR_IN, RESULTS_MIN_PANEL_IN, RESULTS_PANEL_HEIGHT_IN = 0.55, 3.4, 3.4
+RESULTS_TOP_IN = 0.75  # figure title, then the legend, above the panels
 
 
-def results_figure_size(num_cells: int, *, dpi: int = 100) -> tuple[int, int]:
-    """(width, height) in pixels of :func:`plot_results`' PNG for ``num_cells`` bars pairs."""
-    width = max(RESULTS_MIN_WIDTH_IN, 1.6 + RESULTS_BAR_IN * num_cells)
-    return round(width * dpi), round(RESULTS_HEIGHT_IN * dpi)
+def _results_panels(rows: Sequence[Mapping]) -> list[tuple[str, list[int]]]:
+    """(variant, row indices) per panel of :func:`plot_results`, variants in first-seen order."""
+    panels: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        variant = r.get("variant", "") if isinstance(r, Mapping) else ""
+        panels.setdefault(str(variant), []).append(i)
+    return list(panels.items())
+
+
+def _results_layout(rows: Sequence[Mapping]) -> tuple[int, int, float]:
+    """(rows, columns, panel width in inches) of :func:`plot_results`' grid of panels."""
+    panels = _results_panels(rows)
+    cols = 1 if len(panels) == 1 else 2
+    widest = max(len(indices) for _, indices in panels)
+    return (math.ceil(len(panels) / cols), cols,
+            max(RESULTS_MIN_PANEL_IN, 1.0 + RESULTS_BAR_IN * widest))
+
+
+def results_figure_size(rows: Sequence[Mapping], *, dpi: int = 100) -> tuple[int, int]:
+    """(width, height) in pixels of :func:`plot_results`' PNG for these ``rows``: one panel
+    per variant, two panels a row (one when there is one variant)."""
+    nrows, cols, panel_w = _results_layout(rows)
+    height = nrows * RESULTS_PANEL_HEIGHT_IN + RESULTS_TOP_IN
+    return round(cols * panel_w * dpi), round(height * dpi)
 
 
 def plot_results(path: str | os.PathLike, rows: Sequence[Mapping], *, title: str | None = None,
                  dpi: int = 100) -> Path:
-    """PNG bar chart: for each cell, our mean test error (with +- std) next to the paper's.
+    """PNG bar charts: for each cell, our mean test error (with +- std) next to the paper's.
+
+    One panel per distortion variant (``R``, ``RTS``, ...), two panels a row: the models side
+    by side, each panel on its own scale, our mean written above its bar.
 
     Args:
         rows: records as in a reproduction's ``results.csv`` (keys ``experiment``,
             ``variant``, ``model``, ``seeds``, ``mean_error``, ``std_error``, ``paper_error``;
-            numbers may be strings; an empty ``paper_error`` draws no paper bar).
+            numbers may be strings; an empty ``paper_error`` draws no paper bar, an empty
+            ``mean_error`` an "n/a").
     Returns:
         ``path``; the PNG is :func:`results_figure_size` pixels.
     """
@@ -301,43 +326,62 @@ def plot_results(path: str | os.PathLike, rows: Sequence[Mapping], *, title: str
             paper = _float_or_none(r.get("paper_error"))
         except (AttributeError, ValueError):
             fail(fn, f"rows[{i}]", "a dict with numeric mean_error/std_error/paper_error", repr(r))
-        label = f"{r.get('variant', '')}\n{r.get('model', '')}".strip()
-        seeds = r.get("seeds")
-        cells.append((label, mean, std, paper, seeds, r.get("experiment", "")))
+        cells.append((str(r.get("model", "")), mean, std, paper, r.get("experiment", "")))
 
-    width_px, height_px = results_figure_size(len(cells), dpi=dpi)
+    width_px, height_px = results_figure_size(rows, dpi=dpi)
+    _, cols, _ = _results_layout(rows)
     with figure(width_px / dpi, height_px / dpi, dpi=dpi) as fig:
-        rotate = len(cells) > 12
-        bottom = 0.3 if rotate else 0.13
-        ax = fig.add_axes((0.9 * dpi / width_px, bottom, 1 - 1.1 * dpi / width_px, 0.88 - bottom))
-        x = np.arange(len(cells), dtype=np.float64)
-        bw = 0.38
-        ours = np.array([c[1] if c[1] is not None else np.nan for c in cells])
-        stds = np.array([c[2] for c in cells])
-        paper = np.array([c[3] if c[3] is not None else np.nan for c in cells])
-        ax.bar(x - bw / 2, np.nan_to_num(ours), bw, yerr=np.where(np.isnan(ours), 0, stds),
-               capsize=3, color="#1f77b4", label="stnkit (mean ± std over seeds)")
-        has_paper = ~np.isnan(paper)
-        if has_paper.any():
-            ax.bar(x[has_paper] + bw / 2, paper[has_paper], bw, color="#ff7f0e", label="paper")
-        top = np.nanmax(np.concatenate([ours + stds, paper, [1.0]]))
-        for xi, (_, mean, _, _, _, _) in zip(x, cells, strict=True):
-            if mean is None:
-                ax.text(xi - bw / 2, top * 0.02, "n/a", ha="center", va="bottom", fontsize=7,
-                        rotation=90, color="grey")
-        ax.set_xticks(x)
-        ax.set_xticklabels([c[0].replace("\n", " ") if rotate else c[0] for c in cells],
-                           fontsize=8, rotation=90 if rotate else 0)
-        ax.set_xlim(-0.6, len(cells) - 0.4)
-        ax.set_ylim(0, top * 1.3)  # room for the legend above the bars
-        ax.set_ylabel("test error (%)")
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=9, loc="upper left")
-        experiments = sorted({str(c[5]) for c in cells if c[5]})
-        ax.set_title(title or ("test error: " + ", ".join(experiments) if experiments
-                               else "test error").strip(), fontsize=11)
+        W, H = width_px / dpi, height_px / dpi  # inches
+        panel_w, panel_h = W / cols, RESULTS_PANEL_HEIGHT_IN
+        for p, (variant, indices) in enumerate(_results_panels(rows)):
+            row, col = divmod(p, cols)
+            # inside a panel: 0.6 in for the y axis, 0.3 for the title, 0.9 for the labels
+            left, bottom = col * panel_w + 0.6, H - RESULTS_TOP_IN - (row + 1) * panel_h + 0.9
+            ax = fig.add_axes((left / W, bottom / H, (panel_w - 0.75) / W, (panel_h - 1.2) / H))
+            _results_panel(ax, [cells[i] for i in indices], variant)
+        legend = {}  # label -> handle, over every panel (one may have no paper bars)
+        for ax in fig.axes:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                legend.setdefault(label, handle)
+        handles, labels = list(legend.values()), list(legend)
+        fig.legend(handles, labels, fontsize=9, loc="upper right", ncols=2, frameon=False,
+                   bbox_to_anchor=(1.0, 1.0 - 0.3 / H))  # below the title
+        experiments = sorted({str(c[4]) for c in cells if c[4]})
+        fig.suptitle(title or ("test error (%): " + ", ".join(experiments) if experiments
+                               else "test error (%)").strip(), fontsize=11, x=0.01, y=0.99,
+                     ha="left", va="top")
         pixels = render(fig)
     return save_png(path, pixels)
+
+
+def _results_panel(ax, cells: list[tuple], variant: str) -> None:
+    """One panel of :func:`plot_results`: the cells of one variant, models side by side."""
+    x = np.arange(len(cells), dtype=np.float64)
+    bw = 0.38
+    ours = np.array([c[1] if c[1] is not None else np.nan for c in cells])
+    stds = np.array([c[2] for c in cells])
+    paper = np.array([c[3] if c[3] is not None else np.nan for c in cells])
+    ax.bar(x - bw / 2, np.nan_to_num(ours), bw, yerr=np.where(np.isnan(ours), 0, stds),
+           capsize=3, color="#1f77b4", label="stnkit (mean ± std over seeds)")
+    has_paper = ~np.isnan(paper)
+    if has_paper.any():
+        ax.bar(x[has_paper] + bw / 2, paper[has_paper], bw, color="#ff7f0e", label="paper")
+    top = np.nanmax(np.concatenate([ours + stds, paper, [1.0]]))
+    for xi, mean, std in zip(x, ours, stds, strict=True):
+        text = "n/a" if np.isnan(mean) else f"{mean:.2f}"
+        ax.text(xi - bw / 2, (0 if np.isnan(mean) else mean + std) + top * 0.02, text,
+                ha="center", va="bottom", fontsize=7, rotation=90,
+                color="grey" if np.isnan(mean) else "black")
+    ax.set_xticks(x)
+    rotate = len(cells) > 4
+    ax.set_xticklabels([c[0] for c in cells], fontsize=8, rotation=35 if rotate else 0,
+                       ha="right" if rotate else "center", rotation_mode="anchor")
+    ax.set_xlim(-0.6, len(cells) - 0.4)
+    ax.set_ylim(0, top * 1.25)  # room for the numbers above the bars
+    ax.set_title(variant or "all cells", fontsize=10)
+    ax.set_ylabel("test error (%)", fontsize=8)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.grid(axis="y", alpha=0.3)
 
 
 def _float_or_none(value) -> float | None:

@@ -17,8 +17,9 @@ TUTORIALS = sorted(p.stem for p in (DOCS / "tutorials").glob("tutorial_*.py"))
 
 # Hand-written pages: every cross-reference in them must find its target. (Docstrings may
 # name private helpers, which the reference does not document; those stay plain text.)
-HAND_WRITTEN = ("index", "getting-started", "conventions", "mathematics", "cli", "results",
-                "contributing-docs", "api/index") + tuple(f"auto_tutorials/{t}" for t in TUTORIALS)
+HAND_WRITTEN = ("index", "getting-started", "conventions", "mathematics", "library", "data",
+                "training", "speed", "cli", "results", "development", "contributing-docs",
+                "api/index") + tuple(f"auto_tutorials/{t}" for t in TUTORIALS)
 
 
 @pytest.mark.slow

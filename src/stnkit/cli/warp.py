@@ -37,7 +37,7 @@ transforms (pick one kind; without any, the identity):
   --homography h00,...,h22           3x3 pixel homography from input to output pixels, as passed
         to cv2.warpPerspective; output points it sends behind the camera read as padding.
   --theta a,b,c,d,e,f                our normalised theta (output -> input, coordinates in
-        [-1, 1], see README "Coordinate convention"); --align-corners sets its meaning.
+        [-1, 1], see docs/conventions.md); --align-corners sets its meaning.
   Values that begin with '-' need '=': --theta=-1,0,0,0,-1,0.
 
 examples:

@@ -1,9 +1,11 @@
 """Pure tensor functions: grid generators, samplers, warps and transforms.
 
-No ``nn.Module``, no I/O, no global state. See README "Coordinate convention".
+No ``nn.Module``, no I/O, no global state. Coordinates: the documentation's "Coordinate
+convention" page (docs/conventions.md).
 
-Mixed precision (README "Mixed precision"; one policy for the grid generators, ``sample`` and
-``warp`` on every backend, implemented once in ``stnkit.ops._precision``):
+Mixed precision (one policy for the grid generators, ``sample`` and ``warp`` on every
+backend, implemented once in ``stnkit.ops._precision``; with its tests and timings in
+docs/library.md, "Mixed precision"):
 
 - Coordinates (theta, grids, the geometry inside the fused kernels) are computed in at least
   float32: in float64 when an operand is float64, else in float32. ``warp`` never rounds

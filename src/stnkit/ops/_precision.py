@@ -1,5 +1,5 @@
 """The mixed-precision policy of :mod:`stnkit.ops`, implemented once (stated in
-``stnkit.ops``'s docstring and the README's "Mixed precision").
+``stnkit.ops``'s docstring and docs/library.md, "Mixed precision").
 
 Every op (grid generators, ``sample``, ``warp`` on every backend) computes in one *compute
 dtype*: float64 when any floating operand is float64, else float32. So coordinates (theta,

@@ -133,6 +133,21 @@ def test_training_step_compiles_with_the_operators(name):
 
 
 @pytest.mark.filterwarnings(*DYNAMO_INTERNAL)
+@pytest.mark.parametrize("name", ["st-cnn-aff", "st-cnn-tps"])
+def test_compile_with_a_dynamic_batch_compiles_once(name):
+    torch._dynamo.reset()
+    model, x, _ = _model(name)
+    rec = Recorder()
+    compiled = torch.compile(model, backend=rec, fullgraph=True, dynamic=True)
+    g = torch.Generator().manual_seed(1)
+    for b in (3, 5, 9):
+        xb = torch.rand(b, *x.shape[1:], generator=g)
+        err = (compiled(xb) - model(xb)).abs().max().item()
+        assert err < 1e-5, f"{name}, batch {b}: {err=}"
+    assert rec.frames == 1, f"{name}: compiled {rec.frames} times for 3 batch sizes"
+
+
+@pytest.mark.filterwarnings(*DYNAMO_INTERNAL)
 def test_compile_tps_transformer_of_unknown_size_on_its_first_call():
     # no size at construction: the matrix is solved eagerly while dynamo traces
     # (assume_constant_result), not in the graph
@@ -142,13 +157,13 @@ def test_compile_tps_transformer_of_unknown_size_on_its_first_call():
     st = SpatialTransformer(loc, "tps", features=8)
     with torch.no_grad():
         st.regressor.linear.weight.normal_(0, 0.05)
-    assert st._tps_matrices == {}
+    assert st._tps_base == {} and st._tps_matrices == {}
     x, x2 = torch.rand(2, 2, 1, 28, 28)
     rec = Recorder()
     compiled = torch.compile(st, backend=rec, fullgraph=True)
     out, out2 = compiled(x), compiled(x2)
     assert rec.frames == 1, f"compiled {rec.frames} times, not once"  # nothing kept: no guard fails
-    assert st._tps_matrices == {}
+    assert st._tps_base == {} and st._tps_matrices == {}
     assert (out - st(x)).abs().max().item() < 1e-6
     assert (out2 - st(x2)).abs().max().item() < 1e-6
 

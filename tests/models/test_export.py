@@ -45,19 +45,30 @@ def test_export_every_model(name):
         assert err < 1e-6, f"{name}: {err=}"
 
 
+@pytest.mark.parametrize("name", ["st-cnn-aff", "st-cnn-proj", "st-cnn-tps", "st-fcn-tps-x2"])
+def test_export_with_a_named_dynamic_batch(name):
+    # a named Dim has no upper bound: nothing in the ops may guard on the batch size (the
+    # torch sampler picked int32 indices by B * H * W < 2**31, which export refused)
+    model, x = _model(name)
+    ep = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=2)},))
+    x7 = torch.rand(7, *x.shape[1:], generator=torch.Generator().manual_seed(1))
+    err = (ep.module()(x7) - model(x7)).abs().max().item()
+    assert err < 1e-6, f"{name}: {err=}"
+
+
 def test_export_keeps_no_traced_tps_matrix():
     # the export traces a cast of the float64 matrix solved in __init__; what it traced (a
-    # fake tensor) must never land in the transformer's cache for later eager calls
+    # fake tensor) must never land in the transformer's caches for later eager calls
     model, x = _model("st-cnn-tps")
     st = next(m for m in model.modules() if isinstance(m, SpatialTransformer))
-    before = dict(st._tps_matrices)
-    assert [k[1] for k in before] == [torch.float64]  # solved at construction
+    assert list(st._tps_base) == [(28, 28)] and st._tps_matrices == {}  # solved in __init__
+    base = st._tps_base[(28, 28)]
+    assert base.dtype == torch.float64
     torch.export.export(model, (x,))
-    assert st._tps_matrices.keys() == before.keys()
-    assert all(type(v) is torch.Tensor for v in st._tps_matrices.values())
-    model(x)  # the eager call keeps its float32 copy, a real tensor
-    assert {k[1] for k in st._tps_matrices} == {torch.float32, torch.float64}
-    assert all(type(v) is torch.Tensor for v in st._tps_matrices.values())
+    assert st._tps_base == {(28, 28): base} and st._tps_matrices == {}
+    model(x)  # the eager call keeps its float32 cast, a real tensor
+    assert list(st._tps_matrices) == [((28, 28), torch.float32, "cpu")]
+    assert type(st._tps_matrices[((28, 28), torch.float32, "cpu")]) is torch.Tensor
 
 
 def test_export_tps_transformer_of_unknown_size_says_what_to_do():

@@ -287,10 +287,9 @@ def _tps_matrix_for(st: "SpatialTransformer", size: tuple, dtype: torch.dtype,
     solved eagerly during tracing, and under ``torch.export``, which cannot do that, it is a
     clear error. So a TPS model compiles and exports on its first call.
     """
-    base_key = (size, torch.float64, "cpu")
-    if torch.compiler.is_compiling():
-        if base_key in st._tps_matrices:
-            return st._tps_matrices[base_key].to(dtype=dtype, device=device)
+    if torch.compiler.is_compiling():  # reads only _tps_base, which eager calls of a known
+        if size in st._tps_base:       # size never change: no guard fails between them
+            return st._tps_base[size].to(dtype=dtype, device=device)
         if torch.compiler.is_exporting():
             fail("SpatialTransformer", "output_size",
                  "to be known before torch.export traces a TPS transformer (pass output_size "
@@ -299,9 +298,9 @@ def _tps_matrix_for(st: "SpatialTransformer", size: tuple, dtype: torch.dtype,
         return _solved_while_tracing(st, size, dtype, device)
     key = (size, dtype, str(device))
     if key not in st._tps_matrices:
-        if base_key not in st._tps_matrices:
-            st._tps_matrices[base_key] = _solve_tps_matrix(st, size)
-        st._tps_matrices[key] = st._tps_matrices[base_key].to(dtype=dtype, device=device)
+        if size not in st._tps_base:
+            st._tps_base[size] = _solve_tps_matrix(st, size)
+        st._tps_matrices[key] = st._tps_base[size].to(dtype=dtype, device=device)
     return st._tps_matrices[key]
 
 
@@ -408,13 +407,13 @@ class SpatialTransformer(nn.Module):
         # ops.warp's default TPS dst_points are our lattice when the grid is square (tested);
         # passing dst_points explicitly would keep warp off its fused kernels.
         self._tps_via_warp = self.tps_grid is not None and self.tps_grid[0] == self.tps_grid[1]
-        self._tps_matrices: dict[tuple, Tensor] = {}  # (size, dtype, device) -> tps_matrix
+        self._tps_base: dict[tuple, Tensor] = {}  # size -> float64 CPU tps_matrix
+        self._tps_matrices: dict[tuple, Tensor] = {}  # (size, dtype, device) -> its cast
         if self._grid == "tps":  # solved now where the size is known (_tps_matrix_for)
             size = output_size if output_size is not None else (
                 input_size[1:] if input_size is not None else None)
             if size is not None:
-                self._tps_matrices[(tuple(size), torch.float64, "cpu")] = \
-                    _solve_tps_matrix(self, tuple(size))
+                self._tps_base[tuple(size)] = _solve_tps_matrix(self, tuple(size))
 
     # -- checks ------------------------------------------------------------------------------
     def _check_input(self, x: Tensor, fn: str) -> None:

@@ -187,7 +187,9 @@ def sample(input: Tensor, grid: Tensor, *, mode: str = "bilinear", padding_mode:
 # no masks are needed. Coordinates are first clamped to a range beyond which nothing changes
 # (all taps outside, or all on the border pixel), which also keeps every index in range.
 
-_LO = -1.5  # bilinear / nearest: below this every tap is in the margin; NaN points go here
+# Bilinear / nearest: below -1.5 every tap is in the margin, and NaN points go there. It is
+# written as a literal where used: torch.compile(dynamic=True) traces a global float as a
+# symbol, and nan_to_num's specialisation of it restarted the whole trace.
 
 
 def _pad_width(mode: str, padding_mode: str) -> int:
@@ -337,8 +339,8 @@ def _axis_taps(coord: Tensor, size: int, stride: int, mode: str, padding_mode: s
     # bilinear / nearest: pad the coordinate, then interpolate with zeros outside.
     mult: Tensor | float = scale
     if padding_mode == "zeros":
-        hi = size + 0.5
-        pix = pix.nan_to_num(_LO, hi, _LO).clamp_(_LO, hi)  # beyond: all taps outside
+        lo, hi = -1.5, size + 0.5
+        pix = pix.nan_to_num(lo, hi, lo).clamp_(lo, hi)  # beyond: all taps outside
     else:
         if padding_mode == "reflection":
             pix, sign = _reflect(pix, size, align_corners, grad)
@@ -347,7 +349,7 @@ def _axis_taps(coord: Tensor, size: int, stride: int, mode: str, padding_mode: s
             mult = ((pix > 0) & (pix < size - 1)).to(pix.dtype) * scale
             if padding_mode == "reflection":
                 mult = mult * sign
-        pix = pix.clamp_(0, size - 1).nan_to_num_(_LO)  # NaN (non-finite point) -> the margin
+        pix = pix.clamp_(0, size - 1).nan_to_num_(-1.5)  # NaN (non-finite) -> the margin
     if mode == "nearest":
         # k(d) = delta(round(d)): one tap of weight 1; no gradient reaches the coordinate.
         i0 = _index(torch.round(pix), stride, itype)  # round half to even, like PyTorch
@@ -377,8 +379,10 @@ def _setup(input: Tensor, grid: Tensor, mode: str, padding_mode: str, align_corn
     g = grid.reshape(B, math.prod(grid.shape[1:-1]), nd)  # (B, P, nd), rows (x, y[, z])
     n_rows = B * math.prod(padded)
     # int32 indices where they fit (half the memory traffic of int64); the backward scatters
-    # into the flat (n_rows * C,) buffer, so that bounds the index too
-    itype = torch.int32 if n_rows * max(input.shape[1], 1) < 2**31 - 1 else torch.int64
+    # into the flat (n_rows * C,) buffer, so that bounds the index too. A symbolic size
+    # (torch.export / compile with a dynamic batch) gets int64: no guard on the batch size.
+    rows_total = n_rows * max(input.shape[1], 1)
+    itype = torch.int32 if isinstance(rows_total, int) and rows_total < 2**31 - 1 else torch.int64
     axes = []
     offset = 0
     for d in range(nd):  # axis d (x, y, z) runs along input dim -1 - d

@@ -55,6 +55,54 @@ def cells(dirs: list[Path]):
                    "curve": [(m["step"] * cfg["batch_size"], m["error"]) for m in tests]}
 
 
+def plot_curves(found: list[dict], path: Path, old: dict | None = None) -> bool:
+    """PNG: test error (log scale) against training samples seen, one panel per variant, a
+    line per model (seed 0 bold, other seeds thin), the paper's errors dashed, the ``cpu``
+    schedule's (``old``: fixed data, 2,000 x 32 = 64k samples) as crosses. False when there
+    is nothing to draw or no matplotlib."""
+    try:
+        from stnkit.viz._deps import figure, render
+        from stnkit.viz.images import save_png
+    except ImportError:
+        return False
+    variants = [v for v in VARIANTS if any(c["variant"] == v and c["curve"] for c in found)]
+    if not variants:
+        return False
+    colours = {"cnn": "#d62728", "st-cnn-aff": "#1f77b4", "st-cnn-proj": "#2ca02c",
+               "st-cnn-tps": "#9467bd", "fcn": "#8c564b", "st-fcn-aff": "#e377c2"}
+    dpi, cols = 100, min(2, len(variants))
+    rows = -(-len(variants) // cols)
+    with figure(5.2 * cols, 3.4 * rows + 0.4, dpi=dpi) as fig:
+        for i, v in enumerate(variants):
+            ax = fig.add_subplot(rows, cols, i + 1)
+            for c in sorted((c for c in found if c["variant"] == v and c["curve"]),
+                            key=lambda c: c["seed"]):
+                n, e = zip(*[(n / 1000, e) for n, e in c["curve"] if n], strict=True)
+                colour = colours.get(c["model"], "black")
+                ax.plot(n, e, "o-", color=colour, lw=2 if c["seed"] == 0 else 0.8,
+                        ms=4 if c["seed"] == 0 else 2,
+                        label=c["model"] if c["seed"] == 0 else None)
+                pe = paper_error("table1", v, c["model"])
+                if pe is not None and c["seed"] == 0:
+                    ax.axhline(pe.error, color=colour, ls="--", lw=0.8)
+                if old and (v, c["model"]) in old and c["seed"] == 0:
+                    ax.plot([64], [old[(v, c["model"])]], "x", color=colour, ms=7, mew=2)
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter("{x:g}")
+            ax.yaxis.set_minor_formatter("{x:g}")
+            ax.tick_params(axis="y", which="both", labelsize=7)
+            ax.set_xlim(0, None)
+            ax.set_title(f"{v} (dashed: the paper's; x: the cpu schedule's)", fontsize=10)
+            ax.set_xlabel("training samples seen (thousands)", fontsize=8)
+            ax.set_ylabel("test error (%)", fontsize=8)
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize=8)
+        fig.suptitle("Table 1, `fresh` schedule: test error against samples seen", fontsize=11)
+        fig.tight_layout()
+        save_png(path, render(fig))
+    return True
+
+
 def cpu_schedule(path: Path) -> dict[tuple[str, str], float]:
     if not path.exists():
         return {}
@@ -73,13 +121,17 @@ def main() -> int:
     old = cpu_schedule(args.cpu_table)
     models = [m for m in ("cnn", "st-cnn-aff", "st-cnn-proj", "st-cnn-tps", "fcn", "st-fcn-aff")
               if any(c["model"] == m for c in found)]
+    budgets = sorted({c["iterations"] for c in found})
+    iterations = f" --iterations {budgets[0]}" if budgets and budgets != [10000] else ""
+    if len(budgets) > 1:
+        iterations = " --iterations N"
     out = ["# Table 1 with the `fresh` schedule: % test error", "",
            f"CPU: {cpu_model()}; one thread per run, two runs side by side (the machine "
            "also ran other work, so wall minutes overstate; CPU minutes are the cost).", "",
            "Command per model (resumable cell by cell): `OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 "
-           "stnkit reproduce table1 --schedule fresh --seeds 1 --models MODEL --variants "
-           "RTS,R,P,E --data-dir ../shared/data/mnist -o DIR`; this page: "
-           "`python scripts/fresh_results.py DIR...`.", "",
+           f"stnkit reproduce table1 --schedule fresh{iterations} --seeds 1 --models MODEL "
+           "--variants RTS,R,P,E --data-dir ../shared/data/mnist -o DIR` (`--seeds 3` for the "
+           "RTS spread); this page and its chart: `python scripts/fresh_results.py DIR...`.", "",
            "Each cell: ours with `fresh` (mean ± std [seeds] when several finished; "
            "`*` = unfinished, the last evaluation), the `cpu` schedule's, the paper's.", "",
            "| model | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
@@ -119,6 +171,23 @@ def main() -> int:
             met = "unfinished"
         out.append(f"| {v} | {pe:.1f} | {TARGET * pe:.2f} | {err:.2f} | {c['cpu_min']:.1f} "
                    f"| {met} |")
+    out += ["", "## Does the transformer help? ST-CNN (affine) against the CNN, same budget", "",
+            "| variant | cnn | st-cnn-aff | ST better |", "|---|---|---|---|"]
+    for v in VARIANTS:
+        got = {}
+        for m in ("cnn", "st-cnn-aff"):
+            done = [c["curve"][-1][1] for c in found if c["model"] == m and c["variant"] == v
+                    and c["finished"] and c["curve"]]
+            got[m] = statistics.fmean(done) if done else None
+        if None in got.values():
+            verdict = "not both run"
+        else:
+            verdict = "yes" if got["st-cnn-aff"] < got["cnn"] else "**no**"
+        shown = ["n/a" if e is None else f"{e:.2f}" for e in got.values()]
+        out.append(f"| {v} | {shown[0]} | {shown[1]} | {verdict} |")
+    chart = args.out.with_suffix(".png")
+    if plot_curves(found, chart, old):
+        out += ["", f"![Test error against training samples seen]({chart.name})"]
     out += ["", "## Every cell: test error against training samples seen", "",
             "| cell | iterations x batch | CPU min | wall min | test error (%) at samples seen |",
             "|---|---|---|---|---|"]

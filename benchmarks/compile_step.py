@@ -35,7 +35,7 @@ def cpu_lines(threads: int) -> list[str]:
     import numba
     import torch
 
-    from stnkit._machine import cpu_info
+    from stnkit._machine import allocator_settings, cpu_info, load_average
 
     model, flags = cpu_info()
     simd = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
@@ -44,7 +44,9 @@ def cpu_lines(threads: int) -> list[str]:
             f"- python {platform.python_version()}, torch {torch.__version__}, "
             f"numba {numba.__version__}",
             f"- threads: torch {torch.get_num_threads()} (asked {threads}), numba "
-            f"{min(threads, numba.config.NUMBA_NUM_THREADS)}"]
+            f"{min(threads, numba.config.NUMBA_NUM_THREADS)}",
+            f"- allocator: {allocator_settings()}",
+            f"- load average (1, 5, 15 min): {load_average()}"]
 
 
 def main(argv=None) -> None:

@@ -39,25 +39,23 @@ import time
 MODELS = ("cnn", "fcn", "st-cnn-aff", "st-cnn-proj", "st-cnn-tps", "st-fcn-aff", "st-fcn-proj",
           "st-fcn-tps")
 SIZES = {28: "R, P, E", 42: "RTS"}
-ALLOCATOR = ("THP_MEM_ALLOC_ENABLE", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 VARIANTS = (("fp32", False), ("bf16", False), ("bf16", True))  # (precision, channels_last)
 
 
 def machine_lines() -> list[str]:
     import torch
 
-    from stnkit._machine import cpu_info, load_average
+    from stnkit._machine import allocator_settings, cpu_info, load_average
     from stnkit.train.precision import bf16_cpu_flags
 
     model = cpu_info()[0]
     flags = bf16_cpu_flags()
-    env = ", ".join(f"{k}={os.environ.get(k, '(unset)')}" for k in ALLOCATOR)
     load = load_average()
     return [f"- CPU: {model}, {os.cpu_count()} CPUs; bf16 flags: {' '.join(flags) or 'none'} "
             "(of avx512_bf16 amx_bf16 amx_tile)",
             f"- torch {torch.__version__}, python {platform.python_version()}, threads "
             f"{torch.get_num_threads()}",
-            f"- allocator: {env}",
+            f"- allocator: {allocator_settings()}",
             f"- load average (1, 5, 15 min) at start: {load}"]
 
 

@@ -48,8 +48,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-ALLOC_ENV = {"THP_MEM_ALLOC_ENABLE": "1", "MALLOC_MMAP_THRESHOLD_": "33554432",
-             "MALLOC_TRIM_THRESHOLD_": "17179869184"}
+from stnkit._machine import allocator_settings
+
 SHAPES = [(256, 1, 28, 28), (256, 1, 60, 60), (32, 3, 224, 224), (8, 3, 512, 512),
           (1, 3, 2048, 2048), (2, 1, 96, 96, 96)]
 SMOKE_SHAPES = [(4, 1, 8, 9), (2, 3, 16, 12), (1, 1, 4, 5, 6)]
@@ -242,11 +242,7 @@ def environment_lines(threads: int, opencv: bool = True) -> list[str]:
              f"- threads: torch {threads}, numba {min(threads, numba.config.NUMBA_NUM_THREADS)} "
              f"(pool {numba.config.NUMBA_NUM_THREADS}, layer: "
              f"{numba.config.THREADING_LAYER})" + (f", OpenCV {threads}" if opencv else ""),
-             "- allocator env: " + ", ".join(f"{k}={os.environ.get(k, 'unset')}"
-                                             for k in ALLOC_ENV)]
-    if any(os.environ.get(k) != v for k, v in ALLOC_ENV.items()):
-        lines.append("  (recommended: " + " ".join(f"{k}={v}" for k, v in ALLOC_ENV.items())
-                     + ")")
+             "- allocator env: " + allocator_settings()]
     return lines
 
 

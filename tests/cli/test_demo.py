@@ -12,9 +12,7 @@ Image = pytest.importorskip("PIL.Image")
 pytest.importorskip("matplotlib")
 
 from stnkit.cli import CommandError, main  # noqa: E402
-from stnkit.cli.demo import BUDGETS, COMMON, EVALUATIONS, MARKER, WARMUP, _prepare  # noqa: E402
-from stnkit.train import resolve_config  # noqa: E402
-from stnkit.train.config import PRESETS  # noqa: E402
+from stnkit.cli.demo import BUDGETS, EVALUATIONS, MARKER, _prepare  # noqa: E402
 from stnkit.viz import plots  # noqa: E402
 
 
@@ -120,16 +118,3 @@ def test_full_without_data_offline_fails_cleanly(tmp_path, capsys, monkeypatch):
     assert "no-mnist" in err[-1] or "MNIST" in err[-1], err[-1]
     assert not out.exists(), "nothing half-made left behind"
 
-
-def test_demo_trains_with_the_fresh_presets_optimiser_and_schedule():
-    # chosen by measurement at the demo's budget (see the comment on COMMON): the demo keeps
-    # the preset's optimiser, weight decay, schedule and warm-up fraction, scaled to its length
-    fresh = PRESETS["fresh"]
-    for key in ("optimizer", "lr", "momentum", "weight_decay", "lr_step", "lr_gamma",
-                "lr_schedule"):
-        assert COMMON[key] == fresh[key], key
-    assert WARMUP == fresh["warmup"] / fresh["iterations"]
-    assert BUDGETS["default"]["warmup"] == round(WARMUP * BUDGETS["default"]["iterations"])
-    cfg = resolve_config(overrides=dict(COMMON, **BUDGETS["default"], schedule="cpu",
-                                        model="st-cnn-aff", data="RTS", out="unused"))
-    assert (cfg.optimizer, cfg.lr_schedule, cfg.warmup) == ("adamw", "cosine", 18)

@@ -187,10 +187,6 @@ def sample(input: Tensor, grid: Tensor, *, mode: str = "bilinear", padding_mode:
 # no masks are needed. Coordinates are first clamped to a range beyond which nothing changes
 # (all taps outside, or all on the border pixel), which also keeps every index in range.
 
-# Bilinear / nearest: below -1.5 every tap is in the margin, and NaN points go there. It is
-# written as a literal where used: torch.compile(dynamic=True) traces a global float as a
-# symbol, and nan_to_num's specialisation of it restarted the whole trace.
-
 
 def _pad_width(mode: str, padding_mode: str) -> int:
     if mode == "bicubic":
@@ -337,9 +333,13 @@ def _axis_taps(coord: Tensor, size: int, stride: int, mode: str, padding_mode: s
         return _Axis(None, None, idx, w, dw, scale, ddw)
 
     # bilinear / nearest: pad the coordinate, then interpolate with zeros outside.
+    # Below lo every tap is in the margin, and NaN points go there. A local, not a module
+    # float: torch.compile(dynamic=True) traces a global float as a symbol, and
+    # nan_to_num's specialisation of it restarted the whole trace.
+    lo = -1.5
     mult: Tensor | float = scale
     if padding_mode == "zeros":
-        lo, hi = -1.5, size + 0.5
+        hi = size + 0.5
         pix = pix.nan_to_num(lo, hi, lo).clamp_(lo, hi)  # beyond: all taps outside
     else:
         if padding_mode == "reflection":
@@ -349,7 +349,7 @@ def _axis_taps(coord: Tensor, size: int, stride: int, mode: str, padding_mode: s
             mult = ((pix > 0) & (pix < size - 1)).to(pix.dtype) * scale
             if padding_mode == "reflection":
                 mult = mult * sign
-        pix = pix.clamp_(0, size - 1).nan_to_num_(-1.5)  # NaN (non-finite) -> the margin
+        pix = pix.clamp_(0, size - 1).nan_to_num_(lo)  # NaN (non-finite point) -> the margin
     if mode == "nearest":
         # k(d) = delta(round(d)): one tap of weight 1; no gradient reaches the coordinate.
         i0 = _index(torch.round(pix), stride, itype)  # round half to even, like PyTorch

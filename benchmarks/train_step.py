@@ -209,8 +209,9 @@ def main(argv=None) -> None:
         lines += ["", "Errors: " + "; ".join(errs)]
     from stnkit._machine import load_average
 
-    if load_average() != "?":
-        lines += ["", f"- load average at the end: {load_average()}"]
+    load = load_average()
+    if load != "?":
+        lines += ["", f"- load average at the end: {load}"]
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from stnkit._io import atomic_write_bytes
 
+from stnkit.train.config import PRESETS
 from stnkit.train.paper import CITATION, paper_error
 
 VARIANTS = ("R", "RTS", "P", "E")
@@ -103,6 +104,12 @@ def plot_curves(found: list[dict], path: Path, old: dict | None = None) -> bool:
     return True
 
 
+def final_errors(found: list[dict], model: str, variant: str) -> list[float]:
+    """The final test errors of the finished cells of (model, variant), one per seed."""
+    return [c["curve"][-1][1] for c in found if c["model"] == model
+            and c["variant"] == variant and c["finished"] and c["curve"]]
+
+
 def cpu_schedule(path: Path) -> dict[tuple[str, str], float]:
     if not path.exists():
         return {}
@@ -121,10 +128,9 @@ def main() -> int:
     old = cpu_schedule(args.cpu_table)
     models = [m for m in ("cnn", "st-cnn-aff", "st-cnn-proj", "st-cnn-tps", "fcn", "st-fcn-aff")
               if any(c["model"] == m for c in found)]
-    budgets = sorted({c["iterations"] for c in found})
-    iterations = f" --iterations {budgets[0]}" if budgets and budgets != [10000] else ""
-    if len(budgets) > 1:
-        iterations = " --iterations N"
+    budgets = {c["iterations"] for c in found} - {PRESETS["fresh"]["iterations"]}
+    iterations = (f" --iterations {budgets.pop()}" if len(budgets) == 1
+                  else " --iterations N" if budgets else "")
     out = ["# Table 1 with the `fresh` schedule: % test error", "",
            f"CPU: {cpu_model()}; one thread per run, two runs side by side (the machine "
            "also ran other work, so wall minutes overstate; CPU minutes are the cost).", "",
@@ -139,7 +145,7 @@ def main() -> int:
         row = []
         for v in VARIANTS:
             cs = [c for c in found if c["model"] == m and c["variant"] == v]
-            done = [c["curve"][-1][1] for c in cs if c["finished"] and c["curve"]]
+            done = final_errors(found, m, v)
             if done:
                 ours = f"{statistics.fmean(done):.2f}"
                 if len(done) > 1:
@@ -176,8 +182,7 @@ def main() -> int:
     for v in VARIANTS:
         got = {}
         for m in ("cnn", "st-cnn-aff"):
-            done = [c["curve"][-1][1] for c in found if c["model"] == m and c["variant"] == v
-                    and c["finished"] and c["curve"]]
+            done = final_errors(found, m, v)
             got[m] = statistics.fmean(done) if done else None
         if None in got.values():
             verdict = "not both run"

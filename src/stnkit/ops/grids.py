@@ -39,9 +39,11 @@ __all__ = [
     "base_coordinates",
     "check_tps_points",
     "projective_grid",
+    "tps_basis",
     "tps_grid",
     "tps_lattice",
     "tps_matrix",
+    "tps_weights",
 ]
 
 MAX_PIXELS = 2**31 - 1
@@ -249,13 +251,12 @@ def tps_lattice(k: int, *, dtype: torch.dtype | None = None,
     return pts.to(dtype=dtype or torch.get_default_dtype(), device=device)
 
 
-def _tps_matrix(dst: Tensor, size: tuple[int, int], align_corners: bool,
-                fn: str = "tps_grid") -> Tensor:
-    """A (H*W, K) float64 CPU matrix with grid = A @ src for control points ``dst`` (K, 2).
+def _tps_coefficients(dst: Tensor, fn: str = "tps_grid") -> Tensor:
+    """L^{-1}[:, :K], (K + 3, K) float64 CPU, for control points ``dst`` (K, 2).
 
     With L = [[U(|c_i - c_j|), P], [P^T, 0]] ((K+3) x (K+3), P rows [1, x_k, y_k]) the spline
-    coefficients are [w; a] = L^{-1} [src; 0], and f(p) = sum_k w_k U(|p - c_k|) + a . [1, x, y].
-    So A = basis @ L^{-1}[:, :K] with basis rows [U(|p - c_1|), ..., U(|p - c_K|), 1, x, y].
+    coefficients of source points ``src`` (K, 2) are [w; a] = L^{-1} [src; 0], and
+    f(p) = sum_k w_k U(|p - c_k|) + a . [1, x, y].
     """
     c = dst.detach().to(device="cpu", dtype=torch.float64)  # (K, 2)
     k = c.shape[0]
@@ -278,12 +279,73 @@ def _tps_matrix(dst: Tensor, size: tuple[int, int], align_corners: bool,
         fail(fn, "dst_points", "in general position (the TPS system is singular)",
              f"a system with condition number {cond:.3g}")
     rhs = torch.cat([torch.eye(k, dtype=torch.float64), torch.zeros(3, k, dtype=torch.float64)])
-    coef = torch.linalg.solve(system, rhs)  # (K + 3, K) = L^{-1}[:, :K]
+    return torch.linalg.solve(system, rhs)  # (K + 3, K)
+
+
+def _tps_basis(dst: Tensor, size: tuple[int, int], align_corners: bool) -> Tensor:
+    """(H*W, K + 3) float64 CPU: the rows [U(|p - c_1|), ..., U(|p - c_K|), 1, x, y] of every
+    output pixel p (raster order) for control points ``dst`` (K, 2)."""
+    c = dst.detach().to(device="cpu", dtype=torch.float64)
     base = base_coordinates(size, align_corners, dtype=torch.float64)  # (P, 3): x, y, 1
     xy = base[:, :2]
     d2p = ((xy[:, None, :] - c[None, :, :]) ** 2).sum(-1)  # (P, K)
-    basis = torch.cat([_radial(d2p), base[:, 2:], xy], dim=1)  # (P, K + 3): U..., 1, x, y
-    return basis @ coef  # (P, K)
+    return torch.cat([_radial(d2p), base[:, 2:], xy], dim=1)  # (P, K + 3): U..., 1, x, y
+
+
+def _tps_matrix(dst: Tensor, size: tuple[int, int], align_corners: bool,
+                fn: str = "tps_grid") -> Tensor:
+    """A (H*W, K) float64 CPU matrix with grid = A @ src for control points ``dst`` (K, 2):
+    A = basis @ L^{-1}[:, :K] (``_tps_basis``, ``_tps_coefficients``)."""
+    coef = _tps_coefficients(dst, fn)
+    return _tps_basis(dst, size, align_corners) @ coef  # (P, K)
+
+
+def _lattice_coefficients(k: int, dtype: torch.dtype, device) -> Tensor:
+    """L^{-1}[:, :K] of the default lattice (``_tps_coefficients`` without its checks: the
+    lattice is always well posed), built from tensor ops only, so that compiled graphs and
+    exported programs hold it as a few constant-foldable nodes; float64, then cast."""
+    c = tps_lattice(k, dtype=torch.float64)
+    d2 = ((c[:, None, :] - c[None, :, :]) ** 2).sum(-1)
+    p = torch.cat([torch.ones(k, 1, dtype=torch.float64), c], dim=1)
+    system = torch.cat([torch.cat([_radial(d2), p], dim=1),
+                        torch.cat([p.T, torch.zeros(3, 3, dtype=torch.float64)], dim=1)])
+    rhs = torch.cat([torch.eye(k, dtype=torch.float64), torch.zeros(3, k, dtype=torch.float64)])
+    return torch.linalg.solve(system, rhs).to(dtype=dtype, device=device)
+
+
+def tps_weights(src_points: Tensor) -> Tensor:
+    """The spline weights of TPS source points over the default lattice (``tps_lattice``).
+
+    ``tps_weights(src)[b]`` is [w; a] = L^{-1} [src[b]; 0], (K + 3, 2): the spline through
+    the lattice is f(p) = sum_k w_k U(|p - c_k|) + a_0 + a_1 x + a_2 y (rows K, K+1, K+2 of
+    the result hold a_0, a_1, a_2), so that ``tps_grid(src, size)`` equals
+    ``basis @ tps_weights(src)`` with the rows of ``tps_basis``. The fused kernels take
+    these weights: they evaluate the spline per pixel, so no size-dependent matrix exists.
+    L^{-1} depends on K only (not on the output size); it is solved in float64 on every call
+    (a (K+3) x (K+3) system: tens of microseconds; nothing is cached). Differentiable (a
+    matmul); computed in ``compute_dtype(src_points)``.
+
+    Args:
+        src_points: (B, K, 2), K a perfect square >= 4.
+    Returns:
+        (B, K + 3, 2) in float32 (float64 for float64 points).
+    """
+    k = check_tps_points(src_points, None, fn="tps_weights")
+    work = compute_dtype(src_points)
+    coef = _lattice_coefficients(k, work, src_points.device)
+    return torch.matmul(coef, src_points.to(work))
+
+
+def tps_basis(size, k: int, *, align_corners: bool = False, dtype: torch.dtype | None = None,
+              device: torch.device | str | None = None) -> Tensor:
+    """(H_out * W_out, K + 3): per output pixel (raster order) the rows
+    [U(|p - c_1|), ..., U(|p - c_K|), 1, x, y] over the default lattice ``tps_lattice(k)``,
+    so that ``tps_grid(src, size) == (tps_basis(size, K) @ tps_weights(src)).view(B, H, W, 2)``.
+    Computed in float64, returned in ``dtype`` (default: the default dtype)."""
+    size = check_grid_size(size, 2, fn="tps_basis")
+    _check_bool(align_corners, "align_corners", "tps_basis")
+    basis = _tps_basis(tps_lattice(k, dtype=torch.float64), size, align_corners)
+    return basis.to(dtype=dtype or torch.get_default_dtype(), device=device)
 
 
 def tps_matrix(size, *, dst_points: Tensor | None = None, k: int | None = None,

@@ -46,6 +46,7 @@ from stnkit.ops.grids import (
     check_tps_points,
     projective_grid,
     tps_grid,
+    tps_weights,
 )
 from stnkit.ops.sample import MODES, PADDING_MODES, sample
 
@@ -137,26 +138,32 @@ def warp(input: Tensor, theta: Tensor, *, transform: str = "affine", size=None,
     if deterministic is None:
         deterministic = torch.are_deterministic_algorithms_enabled()
 
-    if backend == "auto":
-        kernel = "triton" if input.is_cuda else "numba" if input.device.type == "cpu" else None
-        if kernel is not None and dst_points is None:
-            module, _ = _load_kernel(kernel)
-            if module is not None and module.supports(
-                    input, theta, transform=transform, mode=mode,
-                    padding_mode=padding_mode) is None:
-                return module.warp(input, theta, transform=transform, size=size, mode=mode,
-                                   padding_mode=padding_mode, align_corners=align_corners,
-                                   deterministic=deterministic)
-    elif backend != "torch":
-        module, why = _load_kernel(backend)
-        if module is not None:
-            why = "dst_points is not supported" if dst_points is not None else module.supports(
-                input, theta, transform=transform, mode=mode, padding_mode=padding_mode)
-        if why is not None:
-            fail(fn, "backend", f"{backend!r} to support this call ({why})", repr(backend))
-        return module.warp(input, theta, transform=transform, size=size, mode=mode,
-                           padding_mode=padding_mode, align_corners=align_corners,
-                           deterministic=deterministic)
+    if backend != "torch":
+        # kernel backends take a TPS as its spline weights over the default lattice
+        kernel_theta = tps_weights(theta) if transform == "tps" and dst_points is None else theta
+        if backend == "auto":
+            kernel = ("triton" if input.is_cuda else "numba" if input.device.type == "cpu"
+                      else None)
+            if kernel is not None and dst_points is None:
+                module, _ = _load_kernel(kernel)
+                if module is not None and module.supports(
+                        input, kernel_theta, transform=transform, mode=mode,
+                        padding_mode=padding_mode) is None:
+                    return module.warp(input, kernel_theta, transform=transform, size=size,
+                                       mode=mode, padding_mode=padding_mode,
+                                       align_corners=align_corners,
+                                       deterministic=deterministic)
+        else:
+            module, why = _load_kernel(backend)
+            if module is not None:
+                why = ("dst_points is not supported" if dst_points is not None else
+                       module.supports(input, kernel_theta, transform=transform, mode=mode,
+                                       padding_mode=padding_mode))
+            if why is not None:
+                fail(fn, "backend", f"{backend!r} to support this call ({why})", repr(backend))
+            return module.warp(input, kernel_theta, transform=transform, size=size, mode=mode,
+                               padding_mode=padding_mode, align_corners=align_corners,
+                               deterministic=deterministic)
 
     theta = theta.to(compute_dtype(input, theta))  # the grid in the compute dtype, not theta's
     if transform == "affine":

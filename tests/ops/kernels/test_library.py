@@ -155,8 +155,11 @@ def test_output_mask_skips_unneeded_gradients():
 
 
 @pytest.mark.parametrize("call, match", [
+    (lambda x, t: torch.ops.stnkit.warp(x, t, [4, 5], "similarity", "bilinear", "zeros",
+                                        False, False),
+     r"stnkit::warp: expected transform one of"),
     (lambda x, t: torch.ops.stnkit.warp(x, t, [4, 5], "tps", "bilinear", "zeros", False,
-                                        False), r"stnkit::warp: expected transform one of"),
+                                        False), r"stnkit::warp: expected theta of shape \(\d+, K \+ 3, 2\)"),
     (lambda x, t: torch.ops.stnkit.warp(x, t, [4, 5], "affine", "bicubic", "zeros", False,
                                         False), r"stnkit::warp: expected mode one of"),
     (lambda x, t: torch.ops.stnkit.warp(x, t[:, :1], [4, 5], "affine", "bilinear", "zeros",

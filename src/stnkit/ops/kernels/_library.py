@@ -15,7 +15,10 @@ Schemas (fixed: ``torch.export`` graphs and the ONNX translation refer to them b
 the compiler); ``warp_triton`` / ``warp_triton_backward`` the Triton kernels (CUDA,
 ``triton_op``: the compiler sees the kernels). Arguments: input (B, C, H, W) or
 (B, C, D, H, W); theta (B, 2, 3) / (B, 3, 4) for ``transform="affine"`` (2-D / 3-D), (B, 3, 3)
-for ``"projective"``, any floating dtypes each (the output and grad_input have the input's,
+for ``"projective"``, (B, K + 3, 2) for ``"tps"`` (2-D): the spline weights
+``stnkit.ops.grids.tps_weights(src_points)`` over the default lattice of K control points
+(K a perfect square >= 4; ``stnkit.ops.warp`` computes them, so the kernels never see a
+size-dependent matrix), any floating dtypes each (the output and grad_input have the input's,
 grad_theta theta's; computed in float64 if either is float64, else float32: the policy of
 ``stnkit.ops._precision``, which every kernel follows); size the output's spatial size;
 mode ``"bilinear"`` / ``"nearest"``; padding_mode ``"zeros"`` / ``"border"`` /
@@ -30,6 +33,7 @@ returns their vector-Jacobian product, so second derivatives are those of the to
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -40,7 +44,7 @@ from stnkit.ops._precision import compute_dtype
 
 __all__ = ["TRANSFORMS", "MODES", "PADDING_MODES", "register"]
 
-TRANSFORMS = ("affine", "projective")
+TRANSFORMS = ("affine", "projective", "tps")
 MODES = ("bilinear", "nearest")
 PADDING_MODES = ("zeros", "border", "reflection")
 
@@ -58,10 +62,20 @@ def check_args(fn: str, input: Tensor, theta: Tensor, size: Sequence[int], trans
     if nd not in (2, 3) or (nd == 3 and transform != "affine"):
         fail(fn, "input", f"of shape (B, C, H, W){' or (B, C, D, H, W)' * (transform == 'affine')}"
              f" for transform={transform!r}", format_shape(input.shape))
-    spec = (3, 3) if transform == "projective" else (nd, nd + 1)
-    if theta.dim() != 3 or tuple(theta.shape[1:]) != spec or theta.shape[0] != input.shape[0]:
-        fail(fn, "theta", f"of shape {format_shape((input.shape[0], *spec))}",
-             format_shape(theta.shape))
+    if transform == "tps":
+        k = theta.shape[1] - 3 if theta.dim() == 3 else -1
+        n = math.isqrt(k) if k >= 0 else 0
+        if (theta.dim() != 3 or theta.shape[2] != 2 or theta.shape[0] != input.shape[0]
+                or n < 2 or n * n != k):
+            fail(fn, "theta", f"of shape ({input.shape[0]}, K + 3, 2) with K a perfect square "
+                 ">= 4 (spline weights, see stnkit.ops.grids.tps_weights)",
+                 format_shape(theta.shape))
+    else:
+        spec = (3, 3) if transform == "projective" else (nd, nd + 1)
+        if (theta.dim() != 3 or tuple(theta.shape[1:]) != spec
+                or theta.shape[0] != input.shape[0]):
+            fail(fn, "theta", f"of shape {format_shape((input.shape[0], *spec))}",
+                 format_shape(theta.shape))
     if len(size) != nd:
         fail(fn, "size", f"{nd} output sizes", repr(list(size)))
 
@@ -69,12 +83,17 @@ def check_args(fn: str, input: Tensor, theta: Tensor, size: Sequence[int], trans
 def torch_path(input: Tensor, theta: Tensor, size: Sequence[int], transform: str, mode: str,
                padding_mode: str, align_corners: bool) -> Tensor:
     """The reference the kernels match: grid generator + ``stnkit.ops.sample``."""
-    from stnkit.ops.grids import affine_grid, projective_grid  # ops/ above kernels/
+    from stnkit.ops.grids import affine_grid, projective_grid, tps_basis  # ops/ above kernels/
     from stnkit.ops.sample import sample
 
-    grid_fn = projective_grid if transform == "projective" else affine_grid
     theta = theta.to(compute_dtype(input, theta))  # as stnkit.ops.warp's torch path
-    grid = grid_fn(theta, tuple(size), align_corners=align_corners)
+    if transform == "tps":  # theta: spline weights (B, K + 3, 2)
+        basis = tps_basis(tuple(size), theta.shape[1] - 3, align_corners=align_corners,
+                          dtype=theta.dtype, device=theta.device)
+        grid = torch.matmul(basis, theta).view(theta.shape[0], *size, 2)
+    else:
+        grid_fn = projective_grid if transform == "projective" else affine_grid
+        grid = grid_fn(theta, tuple(size), align_corners=align_corners)
     return sample(input, grid, mode=mode, padding_mode=padding_mode,
                   align_corners=align_corners)
 

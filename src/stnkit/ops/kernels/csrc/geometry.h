@@ -1,0 +1,167 @@
+// The grid generators of the spatial transformer, one output tile at a time: each transform
+// family gives the normalised source point (X, Y) of every output pixel of a tile, and, for
+// the backward, accumulates dL/d(parameters) from dL/d(X, Y). The parameters are theta
+// exactly as the operator takes it (row-major), so the sums are grad_theta itself.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace stnkit {
+
+// normalised output coordinate of pixel index n along one axis: a n + b
+struct OutputAxis {
+  double a, b;
+  double at(int64_t n) const { return a * double(n) + b; }
+};
+
+// A tile of output pixels: rows [row0, row1) x columns [col0, col1), in raster order, with
+// what every image of the batch shares there: the normalised output coordinates (x, y) of
+// its pixels and, for a thin-plate spline, its radial basis.
+template <class T> struct Tile {
+  int64_t row0 = 0, row1 = 0, col0 = 0, col1 = 0;
+  std::vector<T> x, y;   // (pixels)
+  std::vector<T> basis;  // (K, pixels): U(|p - c_k|^2), thin-plate spline only
+
+  int64_t width() const { return col1 - col0; }
+  int64_t pixels() const { return (row1 - row0) * (col1 - col0); }
+
+  void place(int64_t r0, int64_t r1, int64_t c0, int64_t c1, OutputAxis ax, OutputAxis ay) {
+    row0 = r0, row1 = r1, col0 = c0, col1 = c1;
+    int64_t k = 0;
+    for (int64_t i = r0; i < r1; ++i)
+      for (int64_t j = c0; j < c1; ++j, ++k) {
+        x[k] = T(ax.at(j));
+        y[k] = T(ay.at(i));
+      }
+  }
+};
+
+// (X, Y) = theta (x, y, 1):  theta (2, 3)
+template <class T> struct Affine {
+  static constexpr bool uses_basis = false;
+  static int64_t parameters(int64_t) { return 6; }
+  const T* m;
+
+  void sources(const Tile<T>& t, T* X, T* Y) const {
+    for (int64_t k = 0, n = t.pixels(); k < n; ++k) {
+      X[k] = m[0] * t.x[k] + m[1] * t.y[k] + m[2];
+      Y[k] = m[3] * t.x[k] + m[4] * t.y[k] + m[5];
+    }
+  }
+
+  // dL/dtheta += sum_p (eX, eY)_p (x) (x_p, y_p, 1)
+  void accumulate(const Tile<T>& t, const T* eX, const T* eY, double* g) const {
+    for (int64_t k = 0, n = t.pixels(); k < n; ++k) {
+      const double ex = eX[k], ey = eY[k], x = t.x[k], y = t.y[k];
+      g[0] += ex * x, g[1] += ex * y, g[2] += ex;
+      g[3] += ey * x, g[4] += ey * y, g[5] += ey;
+    }
+  }
+};
+
+// (u, v, w) = H (x, y, 1), (X, Y) = (u, v) / w; w <= 0 or non-finite: outside (NaN).
+template <class T> struct Projective {
+  static constexpr bool uses_basis = false;
+  static int64_t parameters(int64_t) { return 9; }
+  const T* h;
+
+  void homogeneous(T x, T y, T& u, T& v, T& w) const {
+    u = h[0] * x + h[1] * y + h[2];
+    v = h[3] * x + h[4] * y + h[5];
+    w = h[6] * x + h[7] * y + h[8];
+  }
+  static bool valid(T w) { return w > T(0) && std::isfinite(w); }
+
+  void sources(const Tile<T>& t, T* X, T* Y) const {
+    for (int64_t k = 0, n = t.pixels(); k < n; ++k) {
+      T u, v, w;
+      homogeneous(t.x[k], t.y[k], u, v, w);
+      const bool ok = valid(w);
+      X[k] = ok ? u / w : T(NAN);
+      Y[k] = ok ? v / w : T(NAN);
+    }
+  }
+
+  // quotient rule, q = (eX, eY) / w:  dL/dh0 += qx (x, y, 1), dL/dh1 += qy (x, y, 1),
+  // dL/dh2 -= (qx X + qy Y) (x, y, 1); points outside get 0
+  void accumulate(const Tile<T>& t, const T* eX, const T* eY, double* g) const {
+    for (int64_t k = 0, n = t.pixels(); k < n; ++k) {
+      T u, v, w;
+      homogeneous(t.x[k], t.y[k], u, v, w);
+      if (!valid(w)) continue;
+      const T qx = eX[k] / w, qy = eY[k] / w;
+      const T r = -(qx * (u / w) + qy * (v / w));
+      const double x = t.x[k], y = t.y[k];
+      g[0] += qx * x, g[1] += qx * y, g[2] += qx;
+      g[3] += qy * x, g[4] += qy * y, g[5] += qy;
+      g[6] += r * x, g[7] += r * y, g[8] += r;
+    }
+  }
+};
+
+// Thin-plate spline over K control points c_k (the default lattice):
+//   (X, Y) = sum_k W_k U(|p - c_k|^2) + W_K + W_{K+1} x + W_{K+2} y,  U(d2) = d2 log d2,
+// W (K + 3, 2). The basis U(|p - c_k|^2) depends on the output pixel only, so a tile computes
+// it once (in float64, as grids.tps_basis) for every image.
+template <class T> struct ThinPlateSpline {
+  static constexpr bool uses_basis = true;
+  static int64_t parameters(int64_t K) { return 2 * (K + 3); }
+  const T* W;
+  int64_t K;
+
+  static double radial(double d2) { return d2 > 0 ? d2 * std::log(d2) : 0.0; }
+
+  // t.basis[k, p] = U(|p - c_k|^2), lattice (K, 2) of (x, y); coordinates in float64
+  static void basis(Tile<T>& t, const double* lattice, int64_t K, OutputAxis ax,
+                    OutputAxis ay) {
+    const int64_t n = t.pixels();
+    for (int64_t c = 0; c < K; ++c) {
+      T* row = t.basis.data() + c * n;
+      int64_t k = 0;
+      for (int64_t i = t.row0; i < t.row1; ++i) {
+        const double dy = ay.at(i) - lattice[2 * c + 1];
+        for (int64_t j = t.col0; j < t.col1; ++j, ++k) {
+          const double dx = ax.at(j) - lattice[2 * c];
+          row[k] = T(radial(dx * dx + dy * dy));
+        }
+      }
+    }
+  }
+
+  void sources(const Tile<T>& t, T* X, T* Y) const {
+    const int64_t n = t.pixels();
+    for (int64_t k = 0; k < n; ++k) X[k] = T(0), Y[k] = T(0);
+    for (int64_t c = 0; c < K; ++c) {
+      const T* u = t.basis.data() + c * n;
+      for (int64_t k = 0; k < n; ++k) {
+        X[k] = X[k] + u[k] * W[2 * c];
+        Y[k] = Y[k] + u[k] * W[2 * c + 1];
+      }
+    }
+    const T* a = W + 2 * K;  // rows K, K + 1, K + 2: the affine part
+    for (int64_t k = 0; k < n; ++k) {
+      X[k] = X[k] + (a[0] + a[2] * t.x[k] + a[4] * t.y[k]);
+      Y[k] = Y[k] + (a[1] + a[3] * t.x[k] + a[5] * t.y[k]);
+    }
+  }
+
+  // dL/dW_k += sum_p (eX, eY)_p U(|p - c_k|^2); the affine rows with 1, x, y
+  void accumulate(const Tile<T>& t, const T* eX, const T* eY, double* g) const {
+    const int64_t n = t.pixels();
+    for (int64_t c = 0; c < K; ++c) {
+      const T* u = t.basis.data() + c * n;
+      double sx = 0, sy = 0;
+      for (int64_t k = 0; k < n; ++k) sx += double(eX[k]) * u[k], sy += double(eY[k]) * u[k];
+      g[2 * c] += sx, g[2 * c + 1] += sy;
+    }
+    double* a = g + 2 * K;
+    for (int64_t k = 0; k < n; ++k) {
+      const double ex = eX[k], ey = eY[k], x = t.x[k], y = t.y[k];
+      a[0] += ex, a[1] += ey, a[2] += ex * x, a[3] += ey * x, a[4] += ex * y, a[5] += ey * y;
+    }
+  }
+};
+
+}  // namespace stnkit

@@ -1,0 +1,387 @@
+"""cpp_cpu: the fused C++ CPU kernels against the torch path (= F.grid_sample semantics).
+
+Forward and both gradients for every transform (affine, projective, TPS) x mode x padding x
+align_corners, float64 (1e-10) and float32; 16-bit images; gradcheck; NaN / Inf / outside
+thetas; long rows (tile segments) and many rows (row groups); the work plans and their
+determinism; the shared OpenMP runtime. Thetas keep every sample point ``MARGIN`` pixels away
+from knots and ties where the dtype's rounding could move it across one.
+"""
+
+import itertools
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from stnkit.ops import grids
+from stnkit.ops.kernels import _library, cpp_cpu
+
+from ._cases import (F32, F64, MARGIN, MODES, PADS, TOL, check_against,
+                     check_huge_finite_coordinates, check_partial, close, gen, raw_theta,
+                     theta_away_from_knots)
+
+pytestmark = pytest.mark.skipif(cpp_cpu._LIB is None, reason=str(cpp_cpu._WHY))
+
+TRANSFORMS = ["affine", "projective", "tps"]
+K = 16  # TPS control points (a 4 x 4 lattice)
+
+
+def _tps_src(batch, seed, strength=0.12, dtype=F64):
+    """Source points: the default lattice, jittered."""
+    return (grids.tps_lattice(K, dtype=F64)[None]
+            + strength * torch.randn(batch, K, 2, dtype=F64, generator=gen(seed))).to(dtype)
+
+
+def _pixels(transform, theta, in_size, size, align):
+    """(B, P, 2) input pixel coordinates of the torch path's grid, float64."""
+    theta = theta.double()
+    if transform == "tps":
+        basis = grids.tps_basis(size, theta.shape[1] - 3, align_corners=align, dtype=F64)
+        grid = basis @ theta
+    else:
+        fn = grids.projective_grid if transform == "projective" else grids.affine_grid
+        grid = fn(theta, size, align_corners=align).reshape(theta.shape[0], -1, 2)
+    n = torch.tensor([in_size[1], in_size[0]], dtype=F64)
+    return (grid + 1) / 2 * (n - 1) if align else ((grid + 1) * n - 1) / 2
+
+
+def theta_for(transform, batch, in_size, size, align, dtype, seed=0):
+    """A kernel theta (TPS: spline weights) whose points stay away from knots and ties."""
+    if transform != "tps":
+        return theta_away_from_knots(transform, batch, in_size, size, align, dtype, seed)
+    for s in range(seed, seed + 500):
+        w = grids.tps_weights(_tps_src(batch, s))
+        pix = _pixels("tps", w, in_size, size, align)
+        dist = ((2 * pix) - (2 * pix).round()).abs().min().item() / 2
+        if dist > MARGIN[dtype]:
+            return w.to(dtype)
+    raise AssertionError("no suitable theta found")
+
+
+def _cpp(x, theta, transform, size, mode, pad, align, deterministic=False):
+    return cpp_cpu.warp(x, theta, transform=transform, size=size, mode=mode, padding_mode=pad,
+                        align_corners=align, deterministic=deterministic)
+
+
+def _torch(x, theta, transform, size, mode, pad, align, deterministic=False):
+    return _library.torch_path(x, theta, size, transform, mode, pad, align)
+
+
+def _grads(fn, x, theta, g, *args, need=(True, True)):
+    xi = x.clone().requires_grad_(need[0])
+    ti = theta.clone().requires_grad_(need[1])
+    out = fn(xi, ti, *args)
+    out.backward(g)
+    return out.detach(), xi.grad, ti.grad
+
+
+def _both(transform, mode, pad, align, dtype, *, shape=(2, 3, 9, 11), size=(7, 13), seed=0,
+          need=(True, True), theta=None):
+    x = torch.randn(shape, dtype=dtype, generator=gen(seed + 100))
+    if theta is None:
+        theta = theta_for(transform, shape[0], shape[2:], size, align, dtype, seed)
+    g = torch.randn(shape[0], shape[1], *size, dtype=dtype, generator=gen(seed + 200))
+    return [_grads(fn, x, theta, g, transform, size, mode, pad, align, need=need)
+            for fn in (_cpp, _torch)]
+
+
+# ---------------------------------------------------------------------------------------------
+# against the torch path
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype, channels", [(F64, 1), (F64, 5), (F32, 3)])
+@pytest.mark.parametrize("align", [False, True])
+@pytest.mark.parametrize("pad", PADS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_matches_torch(transform, mode, pad, align, dtype, channels):
+    res, ref = _both(transform, mode, pad, align, dtype, shape=(2, channels, 9, 11))
+    assert res[0].dtype == dtype and res[1].dtype == dtype and res[2].dtype == dtype
+    check_against(res, ref, mode, TOL[dtype])
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_mixed_theta_dtypes(transform):
+    """float32 image, float64 theta: computed in float64, gradients in each one's dtype."""
+    x = torch.randn(2, 2, 8, 9, dtype=F32, generator=gen(1))
+    theta = theta_for(transform, 2, (8, 9), (6, 7), False, F64, 1)
+    g = torch.randn(2, 2, 6, 7, dtype=F32, generator=gen(2))
+    res, ref = [_grads(fn, x, theta, g, transform, (6, 7), "bilinear", "border", False)
+                for fn in (_cpp, _torch)]
+    assert (res[0].dtype, res[1].dtype, res[2].dtype) == (F32, F32, F64)
+    check_against(res, ref, "bilinear", 1e-6)
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_long_and_many_rows(transform):
+    """Rows longer than a tile (segments) and more tile rows than row groups. Too many points
+    to keep them all off the knots; float64 rounding moves a point across one only within
+    ~1e-15 pixel of it, never met by these seeded thetas."""
+    shape, size = (2, 2, 13, 17), (70, 1100)
+    theta = (grids.tps_weights(_tps_src(2, 0)) if transform == "tps" else
+             raw_theta(transform, 2, 0, 0.25))
+    res, ref = _both(transform, "bilinear", "reflection", False, F64, shape=shape, size=size,
+                     theta=theta)
+    check_against(res, ref, "bilinear", 1e-10)
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_batch_equals_per_sample_and_empty(transform):
+    x = torch.randn(5, 2, 12, 5, dtype=F64, generator=gen(1))
+    theta = theta_for(transform, 5, (12, 5), (6, 17), False, F64, 3)
+    out = _cpp(x, theta, transform, (6, 17), "bilinear", "zeros", False)
+    for b in range(5):
+        one = _cpp(x[b:b + 1], theta[b:b + 1], transform, (6, 17), "bilinear", "zeros", False)
+        assert torch.equal(one, out[b:b + 1]), f"sample {b} differs from its batch result"
+    res = _grads(_cpp, x[:0], theta[:0], out[:0], transform, (6, 17), "bilinear", "zeros",
+                 False)
+    assert res[0].shape == (0, 2, 6, 17) and res[1].shape == x[:0].shape
+    assert res[2].shape == theta[:0].shape
+
+
+@pytest.mark.parametrize("pad", PADS)
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_gradcheck(transform, pad):
+    x = torch.randn(1, 2, 4, 5, dtype=F64, generator=gen(0), requires_grad=True)
+    theta = theta_for(transform, 1, (4, 5), (3, 4), False, F64, 5).requires_grad_()
+    fn = lambda a, t: _cpp(a, t, transform, (3, 4), "bilinear", pad, False)
+    assert torch.autograd.gradcheck(fn, (x, theta), eps=1e-6, atol=1e-7)
+
+
+def test_tps_against_control_points():
+    """warp of TPS source points: weights (grids.tps_weights) + the C++ kernel, against the
+    torch backend, forward and the gradient to the points."""
+    from stnkit.ops import warp
+
+    x = torch.randn(3, 2, 10, 12, dtype=F64, generator=gen(3))
+    g = torch.randn(3, 2, 9, 8, dtype=F64, generator=gen(4))
+    src = _tps_src(3, 5)
+    res = []
+    for backend in ("cpp", "torch"):
+        s = src.clone().requires_grad_()
+        if backend == "cpp":
+            out = _cpp(x, grids.tps_weights(s), "tps", (9, 8), "bilinear", "zeros", True)
+        else:
+            out = warp(x, s, transform="tps", size=(9, 8), align_corners=True, backend="torch")
+        out.backward(g)
+        res.append((out.detach(), s.grad))
+    close(res[0][0], res[1][0], 1e-10, "output")
+    close(res[0][1], res[1][1], 1e-10, "grad of the source points")
+
+
+@pytest.mark.parametrize("need", [(True, False), (False, True)])
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_partial_gradients(transform, need):
+    (_, gx, gt), (_, rgx, rgt) = _both(transform, "bilinear", "reflection", True, F64,
+                                       need=need)
+    check_partial((gx, gt), (rgx, rgt), need)
+
+
+@pytest.mark.parametrize("size", [(5, 5), (3, 9)])
+@pytest.mark.parametrize("pad", PADS)
+def test_identity_at_pixel_centres(pad, size):
+    """Identity theta with align_corners: every point on a pixel centre (after snapping):
+    identity is identity, and the knots' sub-gradients are those of the torch path."""
+    x = torch.randn(2, 2, *size, dtype=F64, generator=gen(2))
+    theta = torch.eye(2, 3, dtype=F64).repeat(2, 1, 1)
+    g = torch.randn(x.shape, dtype=F64, generator=gen(3))
+    res, ref = [_grads(fn, x, theta, g, "affine", size, "bilinear", pad, True)
+                for fn in (_cpp, _torch)]
+    assert torch.equal(res[0], x), "identity is not identity"
+    check_against(res, ref, "bilinear", 1e-12)
+    # the TPS identity (weights solved in float64: off by ~1e-15) as the torch path's
+    w = grids.tps_weights(grids.tps_lattice(K, dtype=F64)[None].repeat(2, 1, 1))
+    res, ref = [_grads(fn, x, w, g, "tps", size, "bilinear", pad, True) for fn in (_cpp, _torch)]
+    check_against(res, ref, "bilinear", 1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# non-finite, outside and huge coordinates; non-finite values
+# ---------------------------------------------------------------------------------------------
+
+
+def _wild_thetas(transform):
+    """Per image: a rotation, all outside, a NaN row, an Inf entry."""
+    if transform == "tps":
+        w = grids.tps_weights(_tps_src(4, 9, 0.3))
+        w[1, K, :] += 5.0  # shifted far outside
+        w[2, 3, 0] = float("nan")
+        w[3, K + 1, 1] = float("inf")
+        return w
+    theta = raw_theta(transform, 4, 9, 0.2)
+    c, s = 0.6, 0.8
+    theta[0, :2, :2] = torch.tensor([[c, -s], [s, c]], dtype=F64)
+    theta[1, :2, 2] = torch.tensor([4.0, -3.5], dtype=F64)
+    theta[2, 1] = float("nan")
+    theta[3, 0, 1] = float("inf")
+    return theta
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("pad", PADS)
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_wild_thetas(transform, pad, mode):
+    x = torch.randn(4, 3, 9, 11, dtype=F64, generator=gen(11))
+    g = torch.randn(4, 3, 8, 13, dtype=F64, generator=gen(12))
+    theta = _wild_thetas(transform)
+    res, ref = [_grads(fn, x, theta, g, transform, (8, 13), mode, pad, False)
+                for fn in (_cpp, _torch)]
+    for a, b, what in zip(res, ref, ("output", "grad input", "grad theta")):
+        close(a, b, 1e-10, what, equal_nan=True)
+
+
+@pytest.mark.parametrize("pad", PADS)
+def test_non_finite_pixels_and_gradients(pad):
+    """NaN / Inf pixels and an Inf upstream gradient reach exactly what they reach on the
+    torch path."""
+    x = torch.randn(2, 2, 9, 11, dtype=F64, generator=gen(13))
+    x[0, 0, 4, 5] = float("nan")
+    x[1, 1, 0, :] = float("inf")
+    g = torch.randn(2, 2, 7, 13, dtype=F64, generator=gen(14))
+    g[:, 0, 0, :] = float("inf")
+    theta = theta_for("affine", 2, (9, 11), (7, 13), False, F64, 2)
+    res, ref = [_grads(fn, x, theta, g, "affine", (7, 13), "bilinear", pad, False)
+                for fn in (_cpp, _torch)]
+    for a, b, what in zip(res, ref, ("output", "grad input", "grad theta")):
+        close(a, b, 1e-10, what, equal_nan=True)
+
+
+def test_huge_finite_coordinates():
+    check_huge_finite_coordinates(lambda x, t, kind, *a: _cpp(x, t, "affine", *a)
+                                  if kind == "affine" else _torch(x, t, "affine", *a))
+
+
+# ---------------------------------------------------------------------------------------------
+# 16-bit images
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("theta_dtype", [F32, F64])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_half_images(transform, dtype, theta_dtype):
+    """Against the torch path on the same 16-bit image (it widens, warps in the compute dtype
+    and rounds back): the outputs and grad_input may differ by one rounding of the 16-bit
+    dtype where the compute dtype's last bits differ, i.e. by eps(dtype) relative to the
+    value (+ 1e-6 absolute for values that round towards 0); grad_theta as in the compute
+    dtype, 1e-4 (float32 accumulation of 16-bit inputs) / 1e-10."""
+    x = torch.randn(2, 3, 9, 11, generator=gen(21)).to(dtype)
+    theta = theta_for(transform, 2, (9, 11), (7, 13), False, F32, 4).to(theta_dtype)
+    g = torch.randn(2, 3, 7, 13, generator=gen(22)).to(dtype)
+    res, ref = [_grads(fn, x, theta, g, transform, (7, 13), "bilinear", "border", False)
+                for fn in (_cpp, _torch)]
+    eps = torch.finfo(dtype).eps
+    for a, b, what in zip(res[:2], ref[:2], ("output", "grad input")):
+        assert a.dtype == dtype, what
+        err = (a.double() - b.double()).abs()
+        assert (err <= eps * b.double().abs() + 1e-6).all(), f"{what}: {err.max().item()=}"
+    assert res[2].dtype == theta_dtype
+    close(res[2], ref[2], 1e-4 if theta_dtype == F32 else 1e-10, "grad theta")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_rounding_is_tensor_to(dtype):
+    """A half-pixel shift averages two 16-bit pixels exactly (in float64), which the store
+    rounds to the dtype: ties to even, NaN kept, bit for bit what Tensor.to gives."""
+    x = (torch.randn(2, 3, 9, 9, dtype=F64, generator=gen(23)) * 100).to(dtype)
+    x[0, 0, 3, 3] = float("nan")
+    x[1, 2, 5, 5] = float("inf")
+    theta = torch.tensor([[[1.0, 0.0, 0.125], [0.0, 1.0, 0.0]]], dtype=F64).repeat(2, 1, 1)
+    out = _cpp(x, theta, "affine", (9, 9), "bilinear", "zeros", True)
+    expect = _torch(x, theta, "affine", (9, 9), "bilinear", "zeros", True)
+    assert torch.equal(out.isnan(), expect.isnan())
+    assert torch.equal(out.nan_to_num(), expect.nan_to_num()), "16-bit rounding"
+    finite = x.clone()
+    finite[0, 0, 3, 3] = finite[1, 2, 5, 5] = 1.0
+    out = _cpp(finite, theta, "affine", (9, 9), "bilinear", "zeros", True)
+    ties = ((finite[..., :-1].double() + finite[..., 1:].double()) / 2).to(dtype)
+    assert torch.equal(out[..., :-1], ties), "the average of two pixels, rounded"
+
+
+# ---------------------------------------------------------------------------------------------
+# work plans, determinism, threads
+# ---------------------------------------------------------------------------------------------
+
+
+def _backward_bits(transform, shape, threads, deterministic):
+    size = (40, 37)
+    x = torch.randn(shape, dtype=F32, generator=gen(31))
+    theta = (grids.tps_weights(_tps_src(shape[0], 6, dtype=F32)) if transform == "tps" else
+             raw_theta(transform, shape[0], 6, 0.25).to(F32))  # the same points every run
+    g = torch.randn(shape[0], shape[1], *size, dtype=F32, generator=gen(32))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        return _grads(_cpp, x, theta, g, transform, size, "bilinear", "zeros", False,
+                      deterministic)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 30, 33), (5, 2, 30, 33)])
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_deterministic_bits(transform, shape):
+    """Same bits on every run at a thread count; deterministic=True: at every count; and the
+    plans (private buffers at 2 threads with 1 image) match the torch path."""
+    runs = [_backward_bits(transform, shape, n, det) for n, det in
+            [(2, False), (2, False), (1, True), (2, True)]]
+    for a, b in zip(runs[0], runs[1]):
+        assert torch.equal(a, b), "two runs at 2 threads differ"
+    for a, b in zip(runs[2], runs[3]):
+        assert torch.equal(a, b), "deterministic: 1 and 2 threads differ"
+    for a, b in zip(runs[0], runs[2]):
+        close(a, b, 1e-5, "plans")
+
+
+def test_shares_torchs_openmp_runtime():
+    """After import torch + the C++ kernels, one libgomp is mapped: torch's (so the kernels'
+    parallel regions run on torch's thread team), and a warp runs on it."""
+    code = (
+        "import torch\n"
+        "from stnkit.ops.kernels import cpp_cpu\n"
+        "x = torch.rand(2, 1, 8, 8)\n"
+        "cpp_cpu.warp(x, torch.eye(2, 3)[None].repeat(2, 1, 1), transform='affine', "
+        "size=(8, 8), mode='bilinear', padding_mode='zeros', align_corners=False, "
+        "deterministic=False)\n"
+        "import os\n"
+        "maps = open('/proc/self/maps').read().split('\\n')\n"
+        "print(sorted({line.split()[-1] for line in maps if 'libgomp' in line}))\n"
+        "print(os.path.dirname(torch.__file__))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    libs, torch_dir = res.stdout.strip().split("\n")
+    libs = eval(libs)
+    assert len(libs) == 1, f"more than one OpenMP runtime mapped: {libs}"
+    assert libs[0].startswith(torch_dir), f"{libs[0]} is not torch's libgomp"
+
+
+def test_supports_reasons():
+    x = torch.randn(1, 1, 4, 4)
+    theta = torch.eye(2, 3)[None]
+    assert cpp_cpu.supports(x, theta, transform="affine", mode="bilinear",
+                            padding_mode="zeros") is None
+    assert "bicubic" in cpp_cpu.supports(x, theta, transform="affine", mode="bicubic",
+                                         padding_mode="zeros")
+    assert "2-D" in cpp_cpu.supports(x[None], torch.eye(3, 4)[None], transform="affine",
+                                     mode="bilinear", padding_mode="zeros")
+
+
+def test_registered_operator():
+    """stnkit::warp_cpu and its backward are operators (torch.library.opcheck: schema, fake
+    tensor, autograd registration)."""
+    x = torch.randn(2, 2, 5, 6, dtype=F64, requires_grad=True)
+    theta = theta_for("affine", 2, (5, 6), (4, 3), False, F64).requires_grad_()
+    args = (x, theta, [4, 3], "affine", "bilinear", "zeros", False, False)
+    torch.library.opcheck(torch.ops.stnkit.warp_cpu.default, args)
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_modes_pads_align_sweep_float32(transform):
+    """Every combination once more in float32 at another size and seed."""
+    for mode, pad, align in itertools.product(MODES, PADS, [False, True]):
+        res, ref = _both(transform, mode, pad, align, F32, shape=(3, 1, 6, 15), size=(11, 4),
+                         seed=17)
+        check_against(res, ref, mode, TOL[F32])

@@ -6,6 +6,10 @@ with monkeypatch, so no other test sees it).
 Skipped when triton is not installed. Shapes are tiny: the interpreter runs each program in
 numpy. Thetas keep every sample point ``MARGIN`` away from integers and half-integers
 (knots, nearest ties, reflection folds) except in the sub-gradient test.
+
+TPS (kinds "tps4", "tps16": K = 4, 16 control points): the kernels take the spline weights
+W = ``tps_weights(src)`` (B, K + 3, 2); the reference is ``_library.torch_path`` with the
+same W (basis @ W + ``sample``), grad W by autograd through it.
 """
 
 import os
@@ -38,9 +42,11 @@ else:
     triton = pytest.importorskip("triton")
 
 from stnkit.ops import warp
+from stnkit.ops.grids import tps_basis, tps_lattice, tps_weights
 from stnkit.ops.kernels import triton_gpu
+from stnkit.ops.kernels._library import torch_path
 
-from ._cases import (F32, F64, KINDS, MODES, PADS, TOL, behind_camera, check_against,
+from ._cases import (F32, F64, KINDS, MARGIN, MODES, PADS, TOL, behind_camera, check_against,
                      check_huge_finite_coordinates, check_infinite_output_gradient,
                      check_partial, close, gen, raw_theta, theta_away_from_knots, transform_of)
 
@@ -50,7 +56,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning:triton.runtime.i
 
 SHAPE, SIZE = (2, 2, 5, 6), (4, 5)
 SHAPES = {"affine": (SHAPE, SIZE), "projective": (SHAPE, SIZE),
-          "affine3d": ((2, 2, 3, 4, 5), (2, 3, 4))}
+          "affine3d": ((2, 2, 3, 4, 5), (2, 3, 4)), "tps4": (SHAPE, SIZE), "tps16": (SHAPE, SIZE)}
+TPS_KINDS = ["tps4", "tps16"]
 
 
 @pytest.fixture(autouse=True)
@@ -59,14 +66,39 @@ def _interpreter(monkeypatch):
         monkeypatch.setenv("TRITON_INTERPRET", "1")
 
 
+def _transform(kind):
+    return "tps" if kind in TPS_KINDS else transform_of(kind)
+
+
 def _triton(x, theta, kind, size, mode, pad, align, deterministic=False):
-    return triton_gpu.warp(x, theta, transform=transform_of(kind), size=size, mode=mode,
+    return triton_gpu.warp(x, theta, transform=_transform(kind), size=size, mode=mode,
                            padding_mode=pad, align_corners=align, deterministic=deterministic)
 
 
 def _torch_path(x, theta, kind, size, mode, pad, align, deterministic=False):
+    """The reference; a TPS theta is its spline weights, so TPS runs the operators' torch
+    path (``warp`` takes source points)."""
+    if kind in TPS_KINDS:
+        return torch_path(x, theta, size, "tps", mode, pad, align)
     return warp(x, theta, transform=transform_of(kind), size=size, mode=mode, padding_mode=pad,
                 align_corners=align, backend="torch")
+
+
+def _tps_away_from_knots(k, batch, in_size, out_size, align, dtype, seed=0, strength=0.1):
+    """Spline weights (B, K + 3, 2) of the lattice moved by N(0, strength), whose sample points
+    all stay MARGIN away from integers and half-integers (as ``theta_away_from_knots``)."""
+    basis = tps_basis(out_size, k, align_corners=align, dtype=F64)  # (P, K + 3)
+    sizes = torch.tensor([in_size[1], in_size[0]], dtype=F64)  # (W, H)
+    for s in range(seed, seed + 500):
+        src = tps_lattice(k, dtype=F64) + strength * torch.randn(batch, k, 2, dtype=F64,
+                                                                 generator=gen(s))
+        w = tps_weights(src)
+        grid = basis @ w  # (B, P, 2)
+        pix = (grid + 1) / 2 * (sizes - 1) if align else ((grid + 1) * sizes - 1) / 2
+        dist = ((2 * pix) - (2 * pix).round()).abs().min().item() / 2
+        if dist > MARGIN[dtype]:
+            return w.to(dtype)
+    raise AssertionError("no suitable spline found")
 
 
 def _run(fn, x, theta, g, kind, size, mode, pad, align, need=(True, True), det=False):
@@ -80,7 +112,11 @@ def _run(fn, x, theta, g, kind, size, mode, pad, align, need=(True, True), det=F
 def _inputs(kind, dtype, align, seed=0, shape=None, size=None):
     shape, size = (shape, size) if shape is not None else SHAPES[kind]
     x = torch.randn(shape, dtype=dtype, generator=gen(seed + 100))
-    theta = theta_away_from_knots(kind, shape[0], shape[2:], size, align, dtype, seed)
+    if kind in TPS_KINDS:
+        theta = _tps_away_from_knots(int(kind[3:]), shape[0], shape[2:], size, align, dtype,
+                                     seed)
+    else:
+        theta = theta_away_from_knots(kind, shape[0], shape[2:], size, align, dtype, seed)
     g = torch.randn(shape[0], shape[1], *size, dtype=dtype, generator=gen(seed + 200))
     return x, theta, g
 
@@ -94,7 +130,7 @@ def _inputs(kind, dtype, align, seed=0, shape=None, size=None):
 @pytest.mark.parametrize("align", [False, True])
 @pytest.mark.parametrize("pad", PADS)
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS + TPS_KINDS)
 def test_matches_torch(kind, mode, pad, align, dtype):
     x, theta, g = _inputs(kind, dtype, align)
     size = SHAPES[kind][1]
@@ -106,7 +142,7 @@ def test_matches_torch(kind, mode, pad, align, dtype):
 
 @pytest.mark.parametrize("pad", PADS)
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS + ["tps4"])
 def test_deterministic_backward(kind, mode, pad):
     """The sorted-pull grad_input equals the atomic one up to rounding and repeats its bits."""
     x, theta, g = _inputs(kind, F64, False, seed=1)
@@ -134,11 +170,16 @@ def test_output_size_and_batch():
         assert torch.equal(one, out[b:b + 1]), f"sample {b} differs from its batch result"
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS + ["tps4"])
 def test_gradcheck(kind):
     shape, size = ((1, 2, 4, 5), (3, 4)) if kind != "affine3d" else ((1, 1, 3, 3, 4), (2, 2, 3))
-    x = torch.randn(shape, dtype=F64, generator=gen(0)).to(DEVICE).requires_grad_()
-    theta = theta_away_from_knots(kind, 1, shape[2:], size, False, F64, seed=5)
+    # TPS: the weights only (its grad_input is the other families' code; the interpreter is slow)
+    x = torch.randn(shape, dtype=F64, generator=gen(0)).to(DEVICE).requires_grad_(
+        kind not in TPS_KINDS)
+    if kind in TPS_KINDS:
+        theta = _tps_away_from_knots(4, 1, shape[2:], size, False, F64, seed=5)
+    else:
+        theta = theta_away_from_knots(kind, 1, shape[2:], size, False, F64, seed=5)
     theta = theta.to(DEVICE).requires_grad_()
     fn = lambda a, t: _triton(a, t, kind, size, "bilinear", "border", False)
     assert torch.autograd.gradcheck(fn, (x, theta), eps=1e-6, atol=1e-7)
@@ -187,6 +228,115 @@ def test_no_grad_empty_and_unmutated():
     out = _triton(xe, te, "affine", SIZE, "bilinear", "zeros", False)
     out.sum().backward()
     assert out.shape == (2, 0, *SIZE) and (te.grad == 0).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# thin-plate splines (the families' shared sampling is covered by the tests above)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [4, 16])
+def test_tps_identity(k):
+    """The lattice's own weights (solved in float64) are the identity: output == input bit
+    for bit, the solve's rounding within the snapping distance. Except K = 16 in float64,
+    whose weights are 4e-15 off (normalised), more than that distance, on the torch path
+    too: there the output is the input up to rounding."""
+    size = (5, 6)
+    w64 = tps_weights(tps_lattice(k, dtype=F64)[None].repeat(2, 1, 1))
+    for dtype in (F32, F64):
+        x = torch.randn(2, 2, *size, dtype=dtype, generator=gen(2)).to(DEVICE)
+        for align in (False, True):
+            out = _triton(x, w64.to(dtype).to(DEVICE), f"tps{k}", size, "bilinear", "zeros",
+                          align)
+            if k == 4 or dtype == F32:
+                assert torch.equal(out, x), f"identity is not identity ({dtype=}, {align=})"
+            else:
+                close(out, x, 1e-13, f"identity ({align=})")
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_tps_16_bit_image(deterministic):
+    """A float16 image with float32 weights: loaded as float16, computed in float32, stored
+    as float16. So the result is the float32 run on the same values, rounded once (grad W,
+    float32, identical): bit for bit where the order of sums is fixed (grad_input by atomics
+    on a GPU is not)."""
+    x, w, g = _inputs("tps16", F32, False, seed=4)
+    x, g = x.half(), g.half()
+    half = _run(_triton, x, w, g, "tps16", SIZE, "bilinear", "reflection", False,
+                det=deterministic)
+    full = _run(_triton, x.float(), w, g.float(), "tps16", SIZE, "bilinear", "reflection",
+                False, det=deterministic)
+    assert half[0].dtype == half[1].dtype == torch.float16 and half[2].dtype == F32
+    exact = deterministic or DEVICE == "cpu"
+    for a, b, what in zip(half, full, ("output", "grad input", "grad W")):
+        b = b.to(a.dtype)
+        if exact:
+            assert torch.equal(a, b), f"{what}: not the float32 result rounded once"
+        else:
+            close(a, b, 2 * torch.finfo(a.dtype).eps, what)
+
+
+def test_tps_through_warp():
+    """warp(transform="tps", backend="triton") takes source points, hands the kernels their
+    weights, and matches the torch backend, grad to the source points included."""
+    size = (6, 7)
+    src = tps_lattice(9, dtype=F64) + 0.1 * torch.randn(2, 9, 2, dtype=F64, generator=gen(6))
+    x = torch.randn(2, 3, 5, 6, dtype=F64, generator=gen(7))
+    g = torch.randn(2, 3, *size, dtype=F64, generator=gen(8))
+    res = []
+    for backend, device in (("triton", DEVICE), ("torch", "cpu")):
+        xi = x.clone().to(device).requires_grad_()
+        si = src.clone().to(device).requires_grad_()
+        out = warp(xi, si, transform="tps", size=size, mode="bilinear", padding_mode="border",
+                   align_corners=False, backend=backend)
+        out.backward(g.to(device))
+        res.append((out.detach(), xi.grad, si.grad))
+    for a, b, what in zip(*res, ("output", "grad input", "grad source points")):
+        close(a, b, 1e-10, what)
+
+
+@pytest.mark.parametrize("shape, size, align", [((2, 1, 12, 5), (17, 19), False),
+                                               ((2, 1, 4, 5), (1, 6), True)])
+def test_tps_output_sizes(shape, size, align):
+    """Two programs per image (323 output pixels: grad W summed over their partial sums), and
+    a one-pixel axis with align_corners (the output point sits at 0 there)."""
+    x, w, g = _inputs("tps16", F64, align, seed=5, shape=shape, size=size)
+    res = _run(_triton, x, w, g, "tps16", size, "bilinear", "border", align)
+    ref = _run(_torch_path, x, w, g, "tps16", size, "bilinear", "border", align)
+    check_against(res, ref, "bilinear", TOL[F64])
+
+
+@pytest.mark.parametrize("det", [False, True])
+def test_tps_opcheck(det):
+    """stnkit::warp_triton and its backward with a TPS: schema, autograd registration, fake
+    tensors (shape propagation under torch.compile / export; the rest of opcheck compiles,
+    which needs a GPU)."""
+    from torch.library import opcheck
+
+    x, w, g = _inputs("tps4", F64, False, seed=9)
+    x, w, g = x.to(DEVICE), w.to(DEVICE), g.to(DEVICE)
+    utils = ("test_schema", "test_autograd_registration", "test_faketensor")
+    if DEVICE == "cuda":
+        utils += ("test_aot_dispatch_dynamic",)
+    args = (list(SIZE), "tps", "bilinear", "zeros", False, det)
+    opcheck(torch.ops.stnkit.warp_triton, (x.requires_grad_(), w.requires_grad_(), *args),
+            test_utils=utils)
+    for mask in ([True, True], [False, True]):
+        opcheck(torch.ops.stnkit.warp_triton_backward,
+                (g, x.detach(), w.detach(), *args, mask), test_utils=utils[:3])
+
+
+@pytest.mark.parametrize("pad", PADS)
+def test_tps_non_finite_weights_are_outside(pad):
+    """NaN / Inf weights put the points outside in every padding mode, with zero gradients."""
+    _, w, _ = _inputs("tps4", F64, False)
+    w[0] = float("nan")
+    w[1, 0, 0] = float("inf")
+    x = torch.randn(SHAPE, dtype=F64)
+    out, gx, gw = _run(_triton, x, w, torch.ones(2, 2, *SIZE, dtype=F64), "tps4", SIZE,
+                       "bilinear", pad, False)
+    assert (out == 0).all(), "NaN / Inf coordinates must sample 0"
+    assert (gx == 0).all() and (gw == 0).all()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,7 +394,7 @@ def test_supports_reasons(monkeypatch):
     x = torch.zeros(1, 1, 4, 4, device=DEVICE)
     assert _supports(x) is None
     assert _supports(x, transform="projective") is None
-    assert "tps" in _supports(x, transform="tps")
+    assert _supports(x, torch.zeros(1, 19, 2), transform="tps") is None  # K = 16 weights
     assert "bicubic" in _supports(x, mode="bicubic")
     assert _supports(x.half()) is None  # 16-bit images: loaded as such, computed in float32
     assert _supports(x.bfloat16()) is None
@@ -252,6 +402,7 @@ def test_supports_reasons(monkeypatch):
     x3 = torch.zeros(1, 1, 2, 2, 2, device=DEVICE)
     assert _supports(x3, torch.zeros(1, 3, 4)) is None
     assert "affine" in _supports(x3, torch.eye(3)[None], transform="projective")
+    assert "affine" in _supports(x3, torch.zeros(1, 7, 2), transform="tps")
     if DEVICE == "cpu":
         monkeypatch.delenv("TRITON_INTERPRET")
         assert "CUDA" in _supports(x)

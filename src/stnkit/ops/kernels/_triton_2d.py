@@ -1,16 +1,30 @@
-"""Triton kernels of the fused 2-D warp: affine / projective, bilinear / nearest.
+"""Triton kernels of the fused 2-D warp: affine / projective / TPS, bilinear / nearest.
 
 Layout: ``inp`` (B, C, H*W), ``out`` / ``gout`` (B, C, Ho*Wo), contiguous, any floating dtype.
-``cf`` (B, 9) in the compute dtype (float32, or float64 when the image or theta is) maps
-output pixel indices (j, i) to input *pixel* coordinates, both unnormalisations folded in
-(see ``triton_gpu._coefficients``):
-
-    affine:      x = cf0 j + cf1 i + cf2,                 y = cf3 j + cf4 i + cf5
-    projective:  x = (cf0 j + cf1 i + cf2) / w,           y = (cf3 j + cf4 i + cf5) / w,
-                 w = cf6 j + cf7 i + cf8   (w <= 0: outside)
-
 One program handles ``BLOCK`` consecutive output pixels of one image (grid ``(cdiv(Ho*Wo,
 BLOCK), B)``) and loops over the channels, so a pixel's coordinate and taps are computed once.
+
+The kernels are three parts, as PyTorch's CPU grid sampler is:
+
+- geometry, one function per transform family (``FAMILY``): output pixel (i, j) of image b
+  -> raw input *pixel* coordinates (x, y), and the sums of dL/d theta-coefficients that its
+  backward needs. ``cf`` (B, NCF) in the compute dtype holds each image's coefficients with
+  both unnormalisations folded in (``triton_gpu._coefficients``):
+
+    affine (NCF 6):      x = cf0 j + cf1 i + cf2,                 y = cf3 j + cf4 i + cf5
+    projective (NCF 9):  x = (cf0 j + cf1 i + cf2) / w,           y = (cf3 j + cf4 i + cf5) / w,
+                         w = cf6 j + cf7 i + cf8   (w <= 0: outside)
+    tps (NCF 2 K + 6):   (x, y) = sum_k cf[k] U(|p - c_k|^2) + cf[K] + cf[K + 1] px
+                                  + cf[K + 2] py,   U(d2) = d2 log d2, U(0) = 0
+                         (cf[k] = (cf[2k], cf[2k + 1]): the spline weights in pixel units;
+                         p = (px, py) = (ax j + bx, ay i + by) the normalised output point;
+                         ``ctl`` (4 + 2 K) = (ax, bx, ay, by, c_0x, c_0y, c_1x, ...) holds the
+                         output axes and the K control points, K a constexpr)
+
+  A new family is one source function, one sums function and their two dispatch lines.
+- coordinates: snapping (``_snap``) and padding (``_pad``), shared by every family.
+- sampling per mode: bilinear taps (``_bilinear``) or the nearest pixel (``_nearest``).
+
 Padding codes: 0 zeros, 1 border, 2 reflection; modes: 0 bilinear, 1 nearest. A coordinate
 outside in every padding mode (NaN, +-Inf, w <= 0) becomes -2: all its taps lie outside.
 Spatial indices are int32 (``supports`` requires H*W < 2**31); batch / channel offsets int64.
@@ -28,38 +42,153 @@ import triton.language as tl
 
 BILINEAR, NEAREST = 0, 1
 ZEROS, BORDER, REFLECTION = 0, 1, 2
+# transform families (constexpr globals: the jit functions below compare FAMILY with them)
+AFFINE = tl.constexpr(0)
+PROJECTIVE = tl.constexpr(1)
+TPS = tl.constexpr(2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry: output pixel (i, j) -> raw input pixel coordinates (x, y), one function per family;
+# fi, fj are the indices in the compute dtype. The *_sums functions store one program's
+# sums of dL/dcf into pb[0 : NCF] (float64), in cf's layout, from e = (ex, ey) = dL/d raw (x, y)
+# (zero on dead lanes).
+# ---------------------------------------------------------------------------------------------
 
 
 @triton.jit
-def _source(cf, b, i, j, PROJ: tl.constexpr):
-    """Raw input pixel coordinates (x, y) of output pixels (i, j) of image b, and q = 1 / w
-    (projective; 1 for affine). NaN where w <= 0 (q = 0 there)."""
-    c0 = tl.load(cf + b * 9 + 0)
-    c1 = tl.load(cf + b * 9 + 1)
-    c2 = tl.load(cf + b * 9 + 2)
-    c3 = tl.load(cf + b * 9 + 3)
-    c4 = tl.load(cf + b * 9 + 4)
-    c5 = tl.load(cf + b * 9 + 5)
-    fj = j.to(c0.dtype)
-    fi = i.to(c0.dtype)
-    x = c0 * fj + c1 * fi + c2
-    y = c3 * fj + c4 * fi + c5
-    if PROJ:
-        c6 = tl.load(cf + b * 9 + 6)
-        c7 = tl.load(cf + b * 9 + 7)
-        c8 = tl.load(cf + b * 9 + 8)
-        w = c6 * fj + c7 * fi + c8
-        ok = w > 0.0
-        wd = tl.where(ok, w, 1.0)
-        nan = float("nan")
-        x = tl.where(ok, x / wd, nan)
-        y = tl.where(ok, y / wd, nan)
-        q = tl.where(ok, 1.0 / wd, 0.0)
+def _affine(cf, b, fi, fj):
+    c = cf + b * 6
+    x = tl.load(c + 0) * fj + tl.load(c + 1) * fi + tl.load(c + 2)
+    y = tl.load(c + 3) * fj + tl.load(c + 4) * fi + tl.load(c + 5)
+    return x, y
+
+
+@triton.jit
+def _affine_sums(pb, ex, ey, fi, fj):
+    """d x / d cf[0:3] = (j, i, 1), d y / d cf[3:6] = (j, i, 1)."""
+    tl.store(pb + 0, tl.sum(ex * fj, axis=0).to(tl.float64))
+    tl.store(pb + 1, tl.sum(ex * fi, axis=0).to(tl.float64))
+    tl.store(pb + 2, tl.sum(ex, axis=0).to(tl.float64))
+    tl.store(pb + 3, tl.sum(ey * fj, axis=0).to(tl.float64))
+    tl.store(pb + 4, tl.sum(ey * fi, axis=0).to(tl.float64))
+    tl.store(pb + 5, tl.sum(ey, axis=0).to(tl.float64))
+
+
+@triton.jit
+def _projective_q(cf, b, fi, fj):
+    """(q, ok): q = 1 / w where w > 0 (ok), else 0."""
+    c = cf + b * 9
+    w = tl.load(c + 6) * fj + tl.load(c + 7) * fi + tl.load(c + 8)
+    ok = w > 0.0
+    return tl.where(ok, 1.0 / tl.where(ok, w, 1.0), 0.0), ok
+
+
+@triton.jit
+def _projective(cf, b, fi, fj):
+    """NaN where w <= 0 (outside in every padding mode)."""
+    c = cf + b * 9
+    x = tl.load(c + 0) * fj + tl.load(c + 1) * fi + tl.load(c + 2)
+    y = tl.load(c + 3) * fj + tl.load(c + 4) * fi + tl.load(c + 5)
+    q, ok = _projective_q(cf, b, fi, fj)
+    nan = float("nan")
+    return tl.where(ok, x * q, nan), tl.where(ok, y * q, nan)
+
+
+@triton.jit
+def _projective_sums(pb, cf, b, ex, ey, xr, yr, fi, fj):
+    """With q = 1 / w and raw (x, y): q ex (j, i, 1), q ey (j, i, 1), s (j, i, 1) for the w row,
+    s = -q (ex x + ey y)."""
+    q, _ok = _projective_q(cf, b, fi, fj)
+    ex = ex * q
+    ey = ey * q
+    _affine_sums(pb, ex, ey, fi, fj)
+    # 0 * inf guarded: a point with zero gradient (w <= 0 included: x NaN) adds nothing
+    s = -(tl.where(ex != 0.0, ex * xr, 0.0) + tl.where(ey != 0.0, ey * yr, 0.0))
+    tl.store(pb + 6, tl.sum(s * fj, axis=0).to(tl.float64))
+    tl.store(pb + 7, tl.sum(s * fi, axis=0).to(tl.float64))
+    tl.store(pb + 8, tl.sum(s, axis=0).to(tl.float64))
+
+
+@triton.jit
+def _tps_point(ctl, fi, fj):
+    """The normalised output point p = (ax j + bx, ay i + by)."""
+    return tl.load(ctl + 0) * fj + tl.load(ctl + 1), tl.load(ctl + 2) * fi + tl.load(ctl + 3)
+
+
+@triton.jit
+def _tps_radial(ctl, px, py, k: tl.constexpr):
+    """U(|p - c_k|^2) = d2 log d2, 0 at d2 = 0 (the limit)."""
+    dx = px - tl.load(ctl + 4 + 2 * k)
+    dy = py - tl.load(ctl + 5 + 2 * k)
+    d2 = dx * dx + dy * dy
+    return tl.where(d2 > 0.0, d2 * tl.log(tl.where(d2 > 0.0, d2, 1.0)), 0.0)
+
+
+@triton.jit
+def _tps(cf, ctl, b, fi, fj, K: tl.constexpr):
+    """The spline (module docstring). K is a constexpr and the loop unrolled: K is fixed per
+    model (16 in the paper), the 4 K scalar loads can be issued up front and the K
+    logarithms are independent; the price is one compilation per K, growing with K."""
+    w = cf + b * (2 * K + 6)
+    px, py = _tps_point(ctl, fi, fj)
+    x = tl.load(w + 2 * K) + tl.load(w + 2 * K + 2) * px + tl.load(w + 2 * K + 4) * py
+    y = tl.load(w + 2 * K + 1) + tl.load(w + 2 * K + 3) * px + tl.load(w + 2 * K + 5) * py
+    for k in tl.static_range(K):
+        u = _tps_radial(ctl, px, py, k)
+        x += tl.load(w + 2 * k) * u
+        y += tl.load(w + 2 * k + 1) * u
+    return x, y
+
+
+@triton.jit
+def _tps_sums(pb, ctl, ex, ey, fi, fj, K: tl.constexpr):
+    """d (x, y) / d cf[k] = U_k(p) (k < K), then 1, px, py: no grid is materialised. U is
+    evaluated again rather than kept from ``_tps`` (K more values a pixel in registers)."""
+    px, py = _tps_point(ctl, fi, fj)
+    for k in tl.static_range(K):
+        u = _tps_radial(ctl, px, py, k)
+        tl.store(pb + 2 * k, tl.sum(ex * u, axis=0).to(tl.float64))
+        tl.store(pb + 2 * k + 1, tl.sum(ey * u, axis=0).to(tl.float64))
+    tl.store(pb + 2 * K, tl.sum(ex, axis=0).to(tl.float64))
+    tl.store(pb + 2 * K + 1, tl.sum(ey, axis=0).to(tl.float64))
+    tl.store(pb + 2 * K + 2, tl.sum(ex * px, axis=0).to(tl.float64))
+    tl.store(pb + 2 * K + 3, tl.sum(ey * px, axis=0).to(tl.float64))
+    tl.store(pb + 2 * K + 4, tl.sum(ex * py, axis=0).to(tl.float64))
+    tl.store(pb + 2 * K + 5, tl.sum(ey * py, axis=0).to(tl.float64))
+
+
+@triton.jit
+def _source(cf, ctl, b, i, j, FAMILY: tl.constexpr, K: tl.constexpr):
+    """Raw input pixel coordinates (x, y) of output pixels (i, j) of image b."""
+    fj = j.to(cf.dtype.element_ty)
+    fi = i.to(cf.dtype.element_ty)
+    if FAMILY == AFFINE:
+        x, y = _affine(cf, b, fi, fj)
+    elif FAMILY == PROJECTIVE:
+        x, y = _projective(cf, b, fi, fj)
     else:
-        q = tl.full(x.shape, 1.0, x.dtype)
-    return x, y, q
+        x, y = _tps(cf, ctl, b, fi, fj, K)
+    return x, y
 
 
+@triton.jit
+def _theta_sums(pb, cf, ctl, b, i, j, ex, ey, xr, yr, FAMILY: tl.constexpr,
+                K: tl.constexpr):
+    """This program's sums of dL/dcf into pb (float64, cf's layout)."""
+    fj = j.to(cf.dtype.element_ty)
+    fi = i.to(cf.dtype.element_ty)
+    if FAMILY == AFFINE:
+        _affine_sums(pb, ex, ey, fi, fj)
+    elif FAMILY == PROJECTIVE:
+        _projective_sums(pb, cf, b, ex, ey, xr, yr, fi, fj)
+    else:
+        _tps_sums(pb, ctl, ex, ey, fi, fj, K)
+
+
+# ---------------------------------------------------------------------------------------------
+# Coordinates: snapping and padding (every family)
+# ---------------------------------------------------------------------------------------------
 @triton.jit
 def _snap(x, tol):
     """Pixel coordinates within ``tol`` (2 eps size) of an integer onto it, as
@@ -109,11 +238,11 @@ def _pad(x, size, PAD: tl.constexpr, ALIGN: tl.constexpr):
 
 
 @triton.jit
-def _coords(cf, b, i, j, H, W, tolx, toly, PROJ: tl.constexpr, MODE: tl.constexpr,
-            PAD: tl.constexpr, ALIGN: tl.constexpr):
-    """(x, y, mx, my, xr, yr, q): padded coordinates, their multipliers d padded / d raw, raw
-    coordinates and q = 1 / w."""
-    xr, yr, q = _source(cf, b, i, j, PROJ)
+def _coords(cf, ctl, b, i, j, H, W, tolx, toly, FAMILY: tl.constexpr, K: tl.constexpr,
+            MODE: tl.constexpr, PAD: tl.constexpr, ALIGN: tl.constexpr):
+    """(x, y, mx, my, xr, yr): padded coordinates, their multipliers d padded / d raw, and the
+    raw coordinates."""
+    xr, yr = _source(cf, ctl, b, i, j, FAMILY, K)
     x = xr
     y = yr
     if MODE == 0:
@@ -121,7 +250,12 @@ def _coords(cf, b, i, j, H, W, tolx, toly, PROJ: tl.constexpr, MODE: tl.constexp
         y = _snap(y, toly)
     x, mx = _pad(x, W, PAD, ALIGN)
     y, my = _pad(y, H, PAD, ALIGN)
-    return x, y, mx, my, xr, yr, q
+    return x, y, mx, my, xr, yr
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling: bilinear taps, nearest pixel
+# ---------------------------------------------------------------------------------------------
 
 
 @triton.jit
@@ -148,9 +282,24 @@ def _nearest(x, size):
 
 
 @triton.jit
-def forward_kernel(inp, cf, out, C, H, W, Ho, Wo, tolx, toly, PROJ: tl.constexpr,
-                   MODE: tl.constexpr, PAD: tl.constexpr, ALIGN: tl.constexpr,
-                   BLOCK: tl.constexpr):
+def _bilinear(x, y, H, W):
+    """The 2 x 2 taps of padded (x, y): flat offset o of tap 00 (taps 01, 10, 11 at o + 1,
+    o + W, o + W + 1: row, column), their inside-masks, and the fractions (u, v): the weights
+    are (1 - v)(1 - u), (1 - v) u, v (1 - u), v u."""
+    x0, u, inx0, inx1 = _taps(x, W)
+    y0, v, iny0, iny1 = _taps(y, H)
+    return y0 * W + x0, iny0 & inx0, iny0 & inx1, iny1 & inx0, iny1 & inx1, u, v
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels: walk the pixels, call the parts above
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def forward_kernel(inp, cf, ctl, out, C, H, W, Ho, Wo, tolx, toly, FAMILY: tl.constexpr,
+                   K: tl.constexpr, MODE: tl.constexpr, PAD: tl.constexpr,
+                   ALIGN: tl.constexpr, BLOCK: tl.constexpr):
     """out[b, c, i*Wo + j] = input sampled at the source of output pixel (i, j)."""
     T = cf.dtype.element_ty  # the compute dtype
     pid = tl.program_id(0)
@@ -163,18 +312,16 @@ def forward_kernel(inp, cf, out, C, H, W, Ho, Wo, tolx, toly, PROJ: tl.constexpr
     live = offs < N
     i = offs // Wo
     j = offs % Wo
-    x, y, _mx, _my, _xr, _yr, _q = _coords(cf, b, i, j, H, W, tolx, toly, PROJ, MODE, PAD,
-                                           ALIGN)
+    x, y, _mx, _my, _xr, _yr = _coords(cf, ctl, b, i, j, H, W, tolx, toly, FAMILY, K, MODE,
+                                       PAD, ALIGN)
     in_base = inp + b * C * P
     out_base = out + b * C * N
     if MODE == 0:
-        x0, u, inx0, inx1 = _taps(x, W)
-        y0, v, iny0, iny1 = _taps(y, H)
-        o = y0 * W + x0
-        m00 = live & iny0 & inx0
-        m01 = live & iny0 & inx1
-        m10 = live & iny1 & inx0
-        m11 = live & iny1 & inx1
+        o, m00, m01, m10, m11, u, v = _bilinear(x, y, H, W)
+        m00 = live & m00
+        m01 = live & m01
+        m10 = live & m10
+        m11 = live & m11
         w00 = (1.0 - v) * (1.0 - u)
         w01 = (1.0 - v) * u
         w10 = v * (1.0 - u)
@@ -198,17 +345,16 @@ def forward_kernel(inp, cf, out, C, H, W, Ho, Wo, tolx, toly, PROJ: tl.constexpr
 
 
 @triton.jit
-def backward_kernel(inp, cf, gout, gin, part, C, H, W, Ho, Wo, tolx, toly, NBLK,
-                    PROJ: tl.constexpr, MODE: tl.constexpr, PAD: tl.constexpr,
-                    ALIGN: tl.constexpr, SCATTER: tl.constexpr, THETA: tl.constexpr,
-                    BLOCK: tl.constexpr):
+def backward_kernel(inp, cf, ctl, gout, gin, part, C, H, W, Ho, Wo, tolx, toly, NBLK,
+                    FAMILY: tl.constexpr, K: tl.constexpr, MODE: tl.constexpr,
+                    PAD: tl.constexpr, ALIGN: tl.constexpr, SCATTER: tl.constexpr,
+                    THETA: tl.constexpr, NCF: tl.constexpr, BLOCK: tl.constexpr):
     """Gradients of ``forward_kernel``.
 
     SCATTER: grad_input by atomic adds (the fast, non-deterministic mode). THETA: this
-    program's sums of dL/dcf into ``part[b, pid, :]`` (float64, 6 or 9 entries): with
-    e = dL/d pixel coordinate (times d padded / d raw) and q = 1 / w,
-    affine rows (ex j, ex i, ex, ey j, ey i, ey); projective (q ex (j, i, 1), q ey (j, i, 1),
-    s (j, i, 1)) with s = -q (ex x + ey y) (raw x, y). Bilinear only (nearest: zero).
+    program's sums of dL/dcf into ``part[b, pid, :NCF]`` (float64, cf's layout), by the
+    family's sums function from e = dL/d raw pixel coordinate = dL/d padded * d padded / d raw.
+    Bilinear only (nearest: zero).
     dV/dx = sum_taps v * wy * d wx / dx with d wx / dx = (-1, +1) (right derivative at knots).
     """
     T = cf.dtype.element_ty  # the compute dtype, also gin's
@@ -222,18 +368,17 @@ def backward_kernel(inp, cf, gout, gin, part, C, H, W, Ho, Wo, tolx, toly, NBLK,
     live = offs < N
     i = offs // Wo
     j = offs % Wo
-    x, y, mx, my, xr, yr, q = _coords(cf, b, i, j, H, W, tolx, toly, PROJ, MODE, PAD, ALIGN)
+    x, y, mx, my, xr, yr = _coords(cf, ctl, b, i, j, H, W, tolx, toly, FAMILY, K, MODE, PAD,
+                                   ALIGN)
     in_base = inp + b * C * P
     g_base = gout + b * C * N
     gi_base = gin + b * C * P
     if MODE == 0:
-        x0, u, inx0, inx1 = _taps(x, W)
-        y0, v, iny0, iny1 = _taps(y, H)
-        o = y0 * W + x0
-        m00 = live & iny0 & inx0
-        m01 = live & iny0 & inx1
-        m10 = live & iny1 & inx0
-        m11 = live & iny1 & inx1
+        o, m00, m01, m10, m11, u, v = _bilinear(x, y, H, W)
+        m00 = live & m00
+        m01 = live & m01
+        m10 = live & m10
+        m11 = live & m11
         w00 = (1.0 - v) * (1.0 - u)
         w01 = (1.0 - v) * u
         w10 = v * (1.0 - u)
@@ -259,22 +404,10 @@ def backward_kernel(inp, cf, gout, gin, part, C, H, W, Ho, Wo, tolx, toly, NBLK,
                 tl.atomic_add(dst + W + 1, g * w11, mask=m11 & ((w11 != 0.0) | nf),
                               sem="relaxed")
         if THETA:
-            fj = j.to(x.dtype)
-            fi = i.to(x.dtype)
-            ex = tl.where(live, gx * mx * q, 0.0)
-            ey = tl.where(live, gy * my * q, 0.0)
-            pb = part + (b * NBLK + pid) * (9 if PROJ else 6)
-            tl.store(pb + 0, tl.sum(ex * fj, axis=0).to(tl.float64))
-            tl.store(pb + 1, tl.sum(ex * fi, axis=0).to(tl.float64))
-            tl.store(pb + 2, tl.sum(ex, axis=0).to(tl.float64))
-            tl.store(pb + 3, tl.sum(ey * fj, axis=0).to(tl.float64))
-            tl.store(pb + 4, tl.sum(ey * fi, axis=0).to(tl.float64))
-            tl.store(pb + 5, tl.sum(ey, axis=0).to(tl.float64))
-            if PROJ:  # 0 * inf guarded: a point with zero gradient adds nothing
-                s = -(tl.where(ex != 0.0, ex * xr, 0.0) + tl.where(ey != 0.0, ey * yr, 0.0))
-                tl.store(pb + 6, tl.sum(s * fj, axis=0).to(tl.float64))
-                tl.store(pb + 7, tl.sum(s * fi, axis=0).to(tl.float64))
-                tl.store(pb + 8, tl.sum(s, axis=0).to(tl.float64))
+            ex = tl.where(live, gx * mx, 0.0)
+            ey = tl.where(live, gy * my, 0.0)
+            _theta_sums(part + (b * NBLK + pid) * NCF, cf, ctl, b, i, j, ex, ey, xr, yr,
+                        FAMILY, K)
     else:
         if SCATTER:
             xi, inx = _nearest(x, W)
@@ -287,8 +420,8 @@ def backward_kernel(inp, cf, gout, gin, part, C, H, W, Ho, Wo, tolx, toly, NBLK,
 
 
 @triton.jit
-def keys_kernel(cf, keys, H, W, Ho, Wo, tolx, toly, SENTINEL, PROJ: tl.constexpr,
-                MODE: tl.constexpr, PAD: tl.constexpr, ALIGN: tl.constexpr,
+def keys_kernel(cf, ctl, keys, H, W, Ho, Wo, tolx, toly, SENTINEL, FAMILY: tl.constexpr,
+                K: tl.constexpr, MODE: tl.constexpr, PAD: tl.constexpr, ALIGN: tl.constexpr,
                 NT: tl.constexpr, BLOCK: tl.constexpr):
     """Deterministic backward, step 1: for tap t of output pixel n of image b, the flat
     input pixel it writes, ``keys[(b N + n) NT + t] = b H W + tap`` (``SENTINEL`` for taps
@@ -303,17 +436,12 @@ def keys_kernel(cf, keys, H, W, Ho, Wo, tolx, toly, SENTINEL, PROJ: tl.constexpr
     live = offs < N
     i = offs // Wo
     j = offs % Wo
-    x, y, _mx, _my, _xr, _yr, _q = _coords(cf, b, i, j, H, W, tolx, toly, PROJ, MODE, PAD,
-                                           ALIGN)
+    x, y, _mx, _my, _xr, _yr = _coords(cf, ctl, b, i, j, H, W, tolx, toly, FAMILY, K, MODE,
+                                       PAD, ALIGN)
     dst = keys + (b * N + offs) * NT
     if MODE == 0:
-        x0, u, inx0, inx1 = _taps(x, W)
-        y0, v, iny0, iny1 = _taps(y, H)
-        o = b * P + (y0 * W + x0)
-        m00 = iny0 & inx0
-        m01 = iny0 & inx1
-        m10 = iny1 & inx0
-        m11 = iny1 & inx1
+        o, m00, m01, m10, m11, _u, _v = _bilinear(x, y, H, W)
+        o = b * P + o
         tl.store(dst + 0, tl.where(m00, o, SENTINEL), mask=live)
         tl.store(dst + 1, tl.where(m01, o + 1, SENTINEL), mask=live)
         tl.store(dst + 2, tl.where(m10, o + W, SENTINEL), mask=live)
@@ -326,12 +454,15 @@ def keys_kernel(cf, keys, H, W, Ho, Wo, tolx, toly, SENTINEL, PROJ: tl.constexpr
 
 
 @triton.jit
-def gather_kernel(cf, gout, gin, perm, bounds, C, H, W, Ho, Wo, tolx, toly, TOTAL,
-                  PROJ: tl.constexpr, MODE: tl.constexpr, PAD: tl.constexpr,
-                  ALIGN: tl.constexpr, NT: tl.constexpr, BLOCK: tl.constexpr):
+def gather_kernel(cf, ctl, gout, gin, perm, bounds, C, H, W, Ho, Wo, tolx, toly, TOTAL,
+                  FAMILY: tl.constexpr, K: tl.constexpr, MODE: tl.constexpr,
+                  PAD: tl.constexpr, ALIGN: tl.constexpr, NT: tl.constexpr,
+                  BLOCK: tl.constexpr):
     """Deterministic backward, step 2: input pixel q = b H W + p sums, in ascending order of
     (output pixel, tap), the contributions listed in ``perm[bounds[q]:bounds[q + 1]]`` (the
-    stable sort of ``keys``), recomputing each tap's weight. No atomics: same bits every run."""
+    stable sort of ``keys``), recomputing each tap's weight. No atomics: same bits every run.
+    (The source point is recomputed per channel too: for TPS that is K logarithms a tap and
+    channel, which a 1-channel image, the paper's MNIST, does not notice.)"""
     q = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = q < TOTAL
     N = Ho * Wo
@@ -350,8 +481,8 @@ def gather_kernel(cf, gout, gin, perm, bounds, C, H, W, Ho, Wo, tolx, toly, TOTA
             on = tl.where(ok, bn - b * N, 0)
             i = (on // Wo).to(tl.int32)
             j = (on % Wo).to(tl.int32)
-            x, y, _mx, _my, _xr, _yr, _q = _coords(cf, b, i, j, H, W, tolx, toly, PROJ,
-                                                   MODE, PAD, ALIGN)
+            x, y, _mx, _my, _xr, _yr = _coords(cf, ctl, b, i, j, H, W, tolx, toly, FAMILY, K,
+                                               MODE, PAD, ALIGN)
             g = tl.load(gout + (b * C + c) * N + on, mask=ok, other=0.0).to(acc.dtype)
             if MODE == 0:
                 u = x - tl.floor(x)

@@ -323,7 +323,7 @@ def tps_weights(src_points: Tensor) -> Tensor:
     these weights: they evaluate the spline per pixel, so no size-dependent matrix exists.
     L^{-1} depends on K only (not on the output size); it is solved in float64 on every call
     (a (K+3) x (K+3) system: tens of microseconds; nothing is cached). Differentiable (a
-    matmul); computed in ``compute_dtype(src_points)``.
+    matmul), computed in float64 and returned in ``compute_dtype(src_points)``.
 
     Args:
         src_points: (B, K, 2), K a perfect square >= 4.
@@ -332,8 +332,10 @@ def tps_weights(src_points: Tensor) -> Tensor:
     """
     k = check_tps_points(src_points, None, fn="tps_weights")
     work = compute_dtype(src_points)
-    coef = _lattice_coefficients(k, work, src_points.device)
-    return torch.matmul(coef, src_points.to(work))
+    # in float64, rounded once: a float32 product is ~1e-6 off, enough to move the identity
+    # spline's points off the pixel centres (identity must give the input back exactly)
+    coef = _lattice_coefficients(k, torch.float64, src_points.device)
+    return torch.matmul(coef, src_points.to(torch.float64)).to(work)
 
 
 def tps_basis(size, k: int, *, align_corners: bool = False, dtype: torch.dtype | None = None,

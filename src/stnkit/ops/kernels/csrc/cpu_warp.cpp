@@ -76,18 +76,23 @@ struct Item {
   int64_t b0, b1, g0, g1, buffer;
 };
 
-// Per-thread scratch: the tile and the per-pixel source points and their gradients
-template <class T> struct Scratch {
+// Per-thread scratch: the tile, its points' source points and taps, their gradients
+template <class T, template <class> class Sampler> struct Scratch {
   Tile<T> tile;
   std::vector<T> X, Y, eX, eY;
-  explicit Scratch(int64_t K) : X(kTilePixels), Y(kTilePixels), eX(kTilePixels),
-                                eY(kTilePixels) {
+  Sampler<T> taps;
+  std::vector<T> sums[4];  // bilinear: per tap, U[tap] dL/dV summed over the channels
+  explicit Scratch(int64_t K)
+      : X(kTilePixels), Y(kTilePixels), eX(kTilePixels), eY(kTilePixels), taps(kTilePixels) {
     tile.x.resize(kTilePixels), tile.y.resize(kTilePixels);
     tile.basis.resize(size_t(K * kTilePixels));
+    for (auto& v : sums) v.resize(kTilePixels);
   }
 };
 
-template <class S, class T, template <class> class Family, class Sampler> struct Warp {
+template <class S, class T, template <class> class Family, template <class> class Sampler>
+struct Warp {
+  using Scratch = stnkit::Scratch<T, Sampler>;
   const WarpCall& call;
   Tiling tiling;
   InputAxis<T> ax, ay;
@@ -98,10 +103,10 @@ template <class S, class T, template <class> class Family, class Sampler> struct
 
   explicit Warp(const WarpCall& c)
       : call(c), tiling(c.out_height, c.out_width),
-        ax{c.in_width, T(c.in_x_scale), T(c.in_x_shift), Padding(c.padding),
-           c.align_corners != 0, Sampler::differentiable},
-        ay{c.in_height, T(c.in_y_scale), T(c.in_y_shift), Padding(c.padding),
-           c.align_corners != 0, Sampler::differentiable},
+        ax{c.in_width, T(c.in_x_scale), T(c.in_x_shift), c.align_corners != 0,
+           Sampler<T>::differentiable},
+        ay{c.in_height, T(c.in_y_scale), T(c.in_y_shift), c.align_corners != 0,
+           Sampler<T>::differentiable},
         ox{c.out_x_a, c.out_x_b}, oy{c.out_y_a, c.out_y_b},
         P(Family<T>::parameters(c.control_points)),
         in_plane(c.in_height * c.in_width), out_plane(c.out_height * c.out_width) {
@@ -122,9 +127,8 @@ template <class S, class T, template <class> class Family, class Sampler> struct
       Family<T>::basis(t, call.lattice, call.control_points, ox, oy);
   }
 
-  // Visit every tile of the item's groups, and every image of the item there:
-  // visit(tile, b, g, scratch)
-  template <class Visit> void walk(const Item& it, Scratch<T>& s, Visit&& visit) const {
+  // Visit every tile of the item's groups, and every image of the item there: visit(b, g)
+  template <class Visit> void walk(const Item& it, Scratch& s, Visit&& visit) const {
     const int64_t segments = (tiling.width + tiling.cols - 1) / tiling.cols;
     for (int64_t g = it.g0; g < it.g1; ++g)
       for (int64_t band = tiling.group_begin(g); band < tiling.group_begin(g + 1); ++band)
@@ -134,51 +138,52 @@ template <class S, class T, template <class> class Family, class Sampler> struct
         }
   }
 
-  // output[b, :, tile] = sample(input[b], source points of the tile)
-  void forward_tile(int64_t b, Scratch<T>& s) const {
-    const Tile<T>& t = s.tile;
-    family(b).sources(t, s.X.data(), s.Y.data());
-    const S* in = static_cast<const S*>(call.input) + b * call.channels * in_plane;
-    S* out = static_cast<S*>(call.output) + b * call.channels * out_plane;
-    int64_t k = 0;
-    for (int64_t i = t.row0; i < t.row1; ++i)
-      for (int64_t j = t.col0; j < t.col1; ++j, ++k) {
-        const typename Sampler::template Point<T> p(ax.locate(s.X[k]), ay.locate(s.Y[k]),
-                                                    call.in_height, call.in_width);
-        const int64_t o = i * call.out_width + j;
-        for (int64_t c = 0; c < call.channels; ++c)
-          out[c * out_plane + o] = Store<S>::from(Sampler::gather(in + c * in_plane, p));
-      }
+  // Source points of image b over the tile, and their taps
+  void locate(int64_t b, Scratch& s) const {
+    const int64_t n = s.tile.pixels();
+    family(b).sources(s.tile, s.X.data(), s.Y.data());
+    const T *X = s.X.data(), *Y = s.Y.data();
+    switch (Padding(call.padding)) {
+      case Padding::zeros: s.taps.template taps<Padding::zeros>(ax, ay, X, Y, n); break;
+      case Padding::border: s.taps.template taps<Padding::border>(ax, ay, X, Y, n); break;
+      case Padding::reflection: s.taps.template taps<Padding::reflection>(ax, ay, X, Y, n);
+    }
   }
 
-  // grad_input[b] (into `gin`) and the theta sums of the tile (into `sums`)
-  void backward_tile(int64_t b, Scratch<T>& s, T* gin, double* sums) const {
-    const Tile<T>& t = s.tile;
-    const Family<T> f = family(b);
-    f.sources(t, s.X.data(), s.Y.data());
+  // A tile's pixels are contiguous in the output (whole rows, or a segment of one row)
+  int64_t tile_offset(const Tile<T>& t) const { return t.row0 * call.out_width + t.col0; }
+
+  // output[b, :, tile] = sample(input[b], source points of the tile)
+  void forward_tile(int64_t b, Scratch& s) const {
+    locate(b, s);
     const S* in = static_cast<const S*>(call.input) + b * call.channels * in_plane;
-    const S* gout = static_cast<const S*>(call.grad_output) + b * call.channels * out_plane;
-    const bool need_theta = call.need_theta;  // nearest: dL/d(X, Y) = 0 (see accumulate)
-    int64_t k = 0;
-    for (int64_t i = t.row0; i < t.row1; ++i)
-      for (int64_t j = t.col0; j < t.col1; ++j, ++k) {
-        const typename Sampler::template Point<T> p(ax.locate(s.X[k]), ay.locate(s.Y[k]),
-                                                    call.in_height, call.in_width);
-        const int64_t o = i * call.out_width + j;
-        T tap_sums[4] = {T(0), T(0), T(0), T(0)};
-        for (int64_t c = 0; c < call.channels; ++c) {
-          const T e = load<T>(gout[c * out_plane + o]);
-          if (gin) Sampler::scatter(gin + c * in_plane, p, e);
-          if constexpr (Sampler::differentiable)
-            if (need_theta) Sampler::tap_sums(in + c * in_plane, p, e, tap_sums);
-        }
-        if constexpr (Sampler::differentiable) {
-          if (need_theta) Sampler::gradient(p, tap_sums, s.eX[k], s.eY[k]);
-        } else {
-          s.eX[k] = s.eY[k] = T(0);
-        }
-      }
-    if (need_theta) f.accumulate(t, s.eX.data(), s.eY.data(), sums);
+    S* out = static_cast<S*>(call.output) + b * call.channels * out_plane + tile_offset(s.tile);
+    for (int64_t c = 0; c < call.channels; ++c)
+      s.taps.gather(in + c * in_plane, out + c * out_plane, s.tile.pixels());
+  }
+
+  // grad_input[b] (into `gin`, if any) and the theta sums of the tile (into `sums`, if any)
+  void backward_tile(int64_t b, Scratch& s, T* gin, double* sums) const {
+    locate(b, s);
+    const int64_t n = s.tile.pixels();
+    const S* in = static_cast<const S*>(call.input) + b * call.channels * in_plane;
+    const S* gout = static_cast<const S*>(call.grad_output) + b * call.channels * out_plane +
+                    tile_offset(s.tile);
+    if (gin)
+      for (int64_t c = 0; c < call.channels; ++c)
+        s.taps.scatter(gin + c * in_plane, gout + c * out_plane, n);
+    if (!sums) return;
+    if constexpr (Sampler<T>::differentiable) {
+      T* tap_sums[4] = {s.sums[0].data(), s.sums[1].data(), s.sums[2].data(), s.sums[3].data()};
+      for (T* v : tap_sums) std::fill(v, v + n, T(0));
+      for (int64_t c = 0; c < call.channels; ++c)
+        s.taps.tap_sums(in + c * in_plane, gout + c * out_plane, n, tap_sums);
+      s.taps.gradient(tap_sums, n, s.eX.data(), s.eY.data());
+    } else {  // nearest: dL/d(X, Y) = 0, through the transform (see backward())
+      std::fill(s.eX.begin(), s.eX.begin() + n, T(0));
+      std::fill(s.eY.begin(), s.eY.begin() + n, T(0));
+    }
+    family(b).accumulate(s.tile, s.eX.data(), s.eY.data(), sums);
   }
 
   std::vector<Item> forward_items() const;
@@ -190,7 +195,7 @@ template <class S, class T, template <class> class Family, class Sampler> struct
 // Items for the forward, and for a backward without grad_input (any cut is race-free):
 // (image, group) pairs; a thin-plate spline takes several images per item, which share the
 // tile's basis.
-template <class S, class T, template <class> class F, class M>
+template <class S, class T, template <class> class F, template <class> class M>
 std::vector<Item> Warp<S, T, F, M>::forward_items() const {
   const int64_t B = call.batch, G = tiling.groups();
   std::vector<Item> items;
@@ -209,7 +214,7 @@ std::vector<Item> Warp<S, T, F, M>::forward_items() const {
 // Items for a backward with grad_input: whole images (each item writes its own images
 // only), or, with fewer images than threads and no determinism asked for, row-group chunks
 // of an image whose first chunk writes the image and the others private buffers.
-template <class S, class T, template <class> class F, class M>
+template <class S, class T, template <class> class F, template <class> class M>
 std::vector<Item> Warp<S, T, F, M>::backward_items(int64_t& private_buffers) const {
   const int64_t B = call.batch, G = tiling.groups(), threads = call.threads;
   std::vector<Item> items;
@@ -227,26 +232,26 @@ std::vector<Item> Warp<S, T, F, M>::backward_items(int64_t& private_buffers) con
   return items;
 }
 
-template <class S, class T, template <class> class F, class M>
+template <class S, class T, template <class> class F, template <class> class M>
 void Warp<S, T, F, M>::forward() const {
   const std::vector<Item> items = forward_items();
   const int threads = int(std::max<int64_t>(1, std::min<int64_t>(call.threads, items.size())));
-  std::vector<Scratch<T>> scratch(threads, Scratch<T>(call.control_points));
+  std::vector<Scratch> scratch(threads, Scratch(call.control_points));
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (int64_t n = 0; n < int64_t(items.size()); ++n) {
-    Scratch<T>& s = scratch[omp_get_thread_num()];
+    Scratch& s = scratch[omp_get_thread_num()];
     walk(items[n], s, [&](int64_t b, int64_t) { forward_tile(b, s); });
   }
 }
 
-template <class S, class T, template <class> class F, class M>
+template <class S, class T, template <class> class F, template <class> class M>
 void Warp<S, T, F, M>::backward() const {
   const int64_t B = call.batch, G = tiling.groups(), C = call.channels;
   int64_t n_private = 0;
   const bool need_input = call.need_input != 0;
   const std::vector<Item> items = need_input ? backward_items(n_private) : forward_items();
   const int threads = int(std::max<int64_t>(1, std::min<int64_t>(call.threads, items.size())));
-  std::vector<Scratch<T>> scratch(threads, Scratch<T>(call.control_points));
+  std::vector<Scratch> scratch(threads, Scratch(call.control_points));
   // nearest too: its zero dL/d(X, Y) times the transform's derivative, which is NaN where
   // the torch path's is (a homography's 0 * Inf)
   const bool need_theta = call.need_theta != 0;
@@ -257,7 +262,7 @@ void Warp<S, T, F, M>::backward() const {
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (int64_t n = 0; n < int64_t(items.size()); ++n) {
     const Item& it = items[n];
-    Scratch<T>& s = scratch[omp_get_thread_num()];
+    Scratch& s = scratch[omp_get_thread_num()];
     T* target = nullptr;
     if (need_input && it.buffer >= 0) {
       target = priv.get() + it.buffer * image;

@@ -1,14 +1,15 @@
-// The sampler of the spatial transformer (Jaderberg et al. 2015, eq. 3-7), one input axis and
-// one output point at a time, with the conventions of stnkit.ops.sample (grid_sample's):
+// The sampler of the spatial transformer (Jaderberg et al. 2015, eq. 3-7), with the
+// conventions of stnkit.ops.sample (grid_sample's):
 //
 //   V_c = sum_n sum_m U_c[n, m] k(x - m) k(y - n),  k(d) = max(0, 1 - |d|) (bilinear)
 //                                                   or delta(round(d))     (nearest),
 //
 // x, y the input pixel coordinates of the output point. Per axis: InputAxis::locate turns a
 // normalised source coordinate into a padded pixel coordinate and d pixel / d normalised
-// (padding, sub-gradients and non-finite rules below); Bilinear / Nearest turn two of them
-// into taps, and gather (forward) or scatter (grad_input) and differentiate (grad of the
-// source point) over one channel plane. A tap outside the image is never read or written.
+// (padding, sub-gradients and non-finite rules below); LinearTaps gives an axis' bilinear
+// taps; Bilinear / Nearest hold the taps of a tile of points, and gather (forward) or
+// scatter (grad_input) and differentiate (grad of the source point) over one channel plane.
+// A tap outside the image contributes nothing (its read, if any, is dropped).
 #pragma once
 
 #include <cmath>
@@ -29,10 +30,10 @@ template <class T> inline T round_half_even(T x) {
   return std::copysign((a + big) - big, x);  // the addition rounds to an integer, half to even
 }
 
-// floor(x) as an integer, for the clamped coordinates of the samplers (|x| < 2^62)
-template <class T> inline int64_t floor_index(T x) {
-  const int64_t i = int64_t(x);
-  return i - int64_t(x < T(i));
+// floor(x) as an integer, for the clamped coordinates of the samplers (in [-2, 2^31))
+template <class T> inline int32_t floor_index(T x) {
+  const int32_t i = int32_t(x);
+  return i - int32_t(x < T(i));
 }
 
 // A padded input pixel coordinate and d pixel / d (normalised source coordinate)
@@ -45,7 +46,6 @@ template <class T> struct Coordinate {
 template <class T> struct InputAxis {
   int64_t size;
   T scale, shift;  // pixel = (X + 1) * scale + shift: shift -1/2 without align_corners
-  Padding padding;
   bool align_corners;
   bool snap;  // bilinear: pixels within 2 eps size of an integer snap onto it
 
@@ -66,26 +66,27 @@ template <class T> struct InputAxis {
     return extra + low;
   }
 
-  Coordinate<T> locate(T X) const {
+  // Padding is a template argument so that a tile's loop over locate has no branch
+  template <Padding padding> Coordinate<T> locate(T X) const {
     T pixel = (X + T(1)) * scale + shift;
-    if (padding != Padding::zeros) pixel = pixel + X * T(0);  // +-Inf -> NaN: outside
-    if (padding == Padding::reflection) {  // a huge finite X may have overflowed
+    if constexpr (padding != Padding::zeros) pixel = pixel + X * T(0);  // +-Inf -> NaN: outside
+    if constexpr (padding == Padding::reflection) {  // a huge finite X may have overflowed
       const T big = std::numeric_limits<T>::max();
       pixel = pixel < -big ? -big : (pixel > big ? big : pixel);
     }
     if (snap) {
       const T r = round_half_even(pixel);
       const T tol = T(2) * std::numeric_limits<T>::epsilon() * T(size > 1 ? size : 1);
-      if (std::fabs(pixel - r) <= tol) pixel = r;
+      pixel = std::fabs(pixel - r) <= tol ? r : pixel;
     }
     const T low = T(-1.5);  // below it every tap is outside; NaN points go there
-    if (padding == Padding::zeros) {  // beyond [low, size + 1/2] every tap is outside
+    if constexpr (padding == Padding::zeros) {  // beyond [low, size + 1/2] every tap is outside
       const T high = T(size) + T(0.5);
       pixel = pixel != pixel ? low : (pixel < low ? low : (pixel > high ? high : pixel));
       return {pixel, scale};
     }
     T sign = T(1);
-    if (padding == Padding::reflection) pixel = reflect(pixel, sign);
+    if constexpr (padding == Padding::reflection) pixel = reflect(pixel, sign);
     // d clip / d pixel: 1 strictly inside (0, size - 1), 0 at and beyond the clip points
     const T last = T(size - 1);
     const T slope = (pixel > T(0) && pixel < last) ? scale * sign : T(0);
@@ -98,99 +99,135 @@ template <class T> struct InputAxis {
 // t = x - floor(x), and d weight / dx = -1, +1 on this interval (the right derivative at an
 // integer knot).
 template <class T> struct LinearTaps {
-  int64_t first;
+  int32_t first;
   T weight[2];
   bool inside[2];
-  T slope;  // d pixel / d normalised
 
-  LinearTaps(Coordinate<T> c, int64_t size) : slope(c.slope) {
-    first = floor_index(c.pixel);
-    const T t = c.pixel - T(first);
+  LinearTaps(T pixel, int64_t size) {
+    first = floor_index(pixel);
+    const T t = pixel - T(first);
     weight[0] = T(1) - t;
     weight[1] = t;
-    inside[0] = first >= 0 && first < size;
-    inside[1] = first + 1 >= 0 && first + 1 < size;
+    inside[0] = (first >= 0) & (first < size);
+    inside[1] = (first >= -1) & (first < size - 1);
   }
 };
 
-struct Bilinear {
+// The samplers work on a tile of n output points at a time, kept as arrays (one entry per
+// point) so that the loops over the points have no branches and vectorise: taps() computes
+// every point's taps from its source point, then each channel plane is gathered, scattered
+// or differentiated over them. Plane offsets are 32-bit (cpp_cpu.supports: < 2^31 pixels).
+
+// V = sum over the 2 x 2 taps q = (x-tap a, y-tap b) of U[q] w_a(x) w_b(y)
+template <class T> struct Bilinear {
   static constexpr bool differentiable = true;  // a gradient reaches the source point
+  // per tap q = 2 a + b: plane offset (0 outside: read there, then dropped), inside, weight
+  std::vector<int32_t> offset[4], inside[4];
+  std::vector<T> weight[4];
+  std::vector<T> wx[2], wy[2], slope_x, slope_y;  // per axis, for the derivative
 
-  template <class T> struct Point {
-    LinearTaps<T> x, y;
-    int64_t width;
-    Point(Coordinate<T> cx, Coordinate<T> cy, int64_t height, int64_t width)
-        : x(cx, width), y(cy, height), width(width) {}
-    bool inside(int a, int b) const { return x.inside[a] && y.inside[b]; }
-    int64_t offset(int a, int b) const { return (y.first + b) * width + x.first + a; }
-    T weight(int a, int b) const { return x.weight[a] * y.weight[b]; }
-    template <class S> T value(const S* plane, int a, int b) const {
-      return inside(a, b) ? load<T>(plane[offset(a, b)]) : T(0);
+  explicit Bilinear(int64_t n) {
+    for (int q = 0; q < 4; ++q) offset[q].resize(n), inside[q].resize(n), weight[q].resize(n);
+    for (int a = 0; a < 2; ++a) wx[a].resize(n), wy[a].resize(n);
+    slope_x.resize(n), slope_y.resize(n);
+  }
+
+  template <Padding padding>
+  void taps(const InputAxis<T>& ax, const InputAxis<T>& ay, const T* X, const T* Y,
+            int64_t n) {
+    const int32_t width = int32_t(ax.size);
+    for (int64_t k = 0; k < n; ++k) {
+      const Coordinate<T> cx = ax.template locate<padding>(X[k]);
+      const Coordinate<T> cy = ay.template locate<padding>(Y[k]);
+      const LinearTaps<T> tx(cx.pixel, ax.size), ty(cy.pixel, ay.size);
+      for (int a = 0; a < 2; ++a)
+        for (int b = 0; b < 2; ++b) {
+          const bool in = tx.inside[a] & ty.inside[b];
+          offset[2 * a + b][k] = in ? (ty.first + b) * width + tx.first + a : 0;
+          inside[2 * a + b][k] = in;
+          weight[2 * a + b][k] = tx.weight[a] * ty.weight[b];
+        }
+      wx[0][k] = tx.weight[0], wx[1][k] = tx.weight[1];
+      wy[0][k] = ty.weight[0], wy[1][k] = ty.weight[1];
+      slope_x[k] = cx.slope, slope_y[k] = cy.slope;
     }
-  };
-
-  // V = sum over the 2 x 2 taps (x-tap a, y-tap b) of U[tap] w_a(x) w_b(y)
-  template <class T, class S> static T gather(const S* plane, const Point<T>& p) {
-    T v = p.value(plane, 0, 0) * p.weight(0, 0);
-    v = v + p.value(plane, 0, 1) * p.weight(0, 1);
-    v = v + p.value(plane, 1, 0) * p.weight(1, 0);
-    return v + p.value(plane, 1, 1) * p.weight(1, 1);
   }
 
-  // dL/dU[tap] += w_a(x) w_b(y) dL/dV (also where the weight is 0: a NaN/Inf dL/dV reaches
-  // every tap inside the image)
-  template <class T> static void scatter(T* plane, const Point<T>& p, T e) {
-    for (int a = 0; a < 2; ++a)
-      for (int b = 0; b < 2; ++b)
-        if (p.inside(a, b)) plane[p.offset(a, b)] += e * p.weight(a, b);
+  template <class S> T value(const S* plane, int q, int64_t k) const {
+    const T v = load<T>(plane[offset[q][k]]);
+    return inside[q][k] ? v : T(0);
   }
 
-  // sums[2a + b] += U[tap] dL/dV: summed over the channels, then gradient() applies the
-  // weights' derivatives
-  template <class T, class S> static void tap_sums(const S* plane, const Point<T>& p, T e,
-                                                   T sums[4]) {
-    for (int a = 0; a < 2; ++a)
-      for (int b = 0; b < 2; ++b) sums[2 * a + b] += p.value(plane, a, b) * e;
+  template <class S> void gather(const S* plane, S* out, int64_t n) const {
+    for (int64_t k = 0; k < n; ++k) {
+      T v = value(plane, 0, k) * weight[0][k];
+      v = v + value(plane, 1, k) * weight[1][k];
+      v = v + value(plane, 2, k) * weight[2][k];
+      out[k] = Store<S>::from(v + value(plane, 3, k) * weight[3][k]);
+    }
   }
 
-  // dL/d(X, Y) (normalised) from the tap sums: d/dx of w_a(x) is -1, +1; chain through the
-  // padding (slope)
-  template <class T> static void gradient(const Point<T>& p, const T sums[4], T& eX, T& eY) {
-    const T* wx = p.x.weight;
-    const T* wy = p.y.weight;
-    T gx = -(sums[0] * wy[0]);
-    gx = gx - sums[1] * wy[1];
-    gx = gx + sums[2] * wy[0];
-    gx = gx + sums[3] * wy[1];
-    T gy = -(sums[0] * wx[0]);
-    gy = gy + sums[1] * wx[0];
-    gy = gy - sums[2] * wx[1];
-    gy = gy + sums[3] * wx[1];
-    eX = gx * p.x.slope;
-    eY = gy * p.y.slope;
+  // dL/dU[q] += w_q dL/dV (also where w_q is 0: a NaN/Inf dL/dV reaches every tap inside
+  // the image); a tap outside adds 0 to pixel 0
+  template <class S> void scatter(T* plane, const S* grad, int64_t n) const {
+    for (int64_t k = 0; k < n; ++k) {
+      const T e = load<T>(grad[k]);
+      for (int q = 0; q < 4; ++q) plane[offset[q][k]] += inside[q][k] ? e * weight[q][k] : T(0);
+    }
+  }
+
+  // sums[q][k] += U[q] dL/dV, summed over the channels; gradient() applies the weights'
+  // derivatives
+  template <class S> void tap_sums(const S* plane, const S* grad, int64_t n, T* sums[4]) const {
+    for (int q = 0; q < 4; ++q)
+      for (int64_t k = 0; k < n; ++k) sums[q][k] += value(plane, q, k) * load<T>(grad[k]);
+  }
+
+  // dL/d(X, Y) (normalised): d w_a(x) / dx = -1, +1, then through the padding (slope)
+  void gradient(T* const sums[4], int64_t n, T* eX, T* eY) const {
+    for (int64_t k = 0; k < n; ++k) {
+      T gx = -(sums[0][k] * wy[0][k]);
+      gx = gx - sums[1][k] * wy[1][k];
+      gx = gx + sums[2][k] * wy[0][k];
+      gx = gx + sums[3][k] * wy[1][k];
+      T gy = -(sums[0][k] * wx[0][k]);
+      gy = gy + sums[1][k] * wx[0][k];
+      gy = gy - sums[2][k] * wx[1][k];
+      gy = gy + sums[3][k] * wx[1][k];
+      eX[k] = gx * slope_x[k];
+      eY[k] = gy * slope_y[k];
+    }
   }
 };
 
-struct Nearest {
+// V = U[round(x), round(y)] (round half to even), 0 outside
+template <class T> struct Nearest {
   static constexpr bool differentiable = false;  // piecewise constant: 0 to the source point
+  std::vector<int32_t> offset, inside;
 
-  template <class T> struct Point {
-    int64_t offset;
-    bool inside;
-    Point(Coordinate<T> cx, Coordinate<T> cy, int64_t height, int64_t width) {
-      const int64_t i = int64_t(round_half_even(cx.pixel));  // clamped: finite, small
-      const int64_t j = int64_t(round_half_even(cy.pixel));
-      inside = i >= 0 && i < width && j >= 0 && j < height;
-      offset = j * width + i;
+  explicit Nearest(int64_t n) : offset(n), inside(n) {}
+
+  template <Padding padding>
+  void taps(const InputAxis<T>& ax, const InputAxis<T>& ay, const T* X, const T* Y,
+            int64_t n) {
+    for (int64_t k = 0; k < n; ++k) {
+      const int32_t i = int32_t(round_half_even(ax.template locate<padding>(X[k]).pixel));
+      const int32_t j = int32_t(round_half_even(ay.template locate<padding>(Y[k]).pixel));
+      const bool in = i >= 0 && i < ax.size && j >= 0 && j < ay.size;
+      inside[k] = in;
+      offset[k] = in ? j * int32_t(ax.size) + i : 0;
     }
-  };
-
-  template <class T, class S> static T gather(const S* plane, const Point<T>& p) {
-    return p.inside ? load<T>(plane[p.offset]) : T(0);
   }
 
-  template <class T> static void scatter(T* plane, const Point<T>& p, T e) {
-    if (p.inside) plane[p.offset] += e;
+  template <class S> void gather(const S* plane, S* out, int64_t n) const {
+    for (int64_t k = 0; k < n; ++k) {
+      const T v = load<T>(plane[offset[k]]);
+      out[k] = Store<S>::from(inside[k] ? v : T(0));
+    }
+  }
+
+  template <class S> void scatter(T* plane, const S* grad, int64_t n) const {
+    for (int64_t k = 0; k < n; ++k) plane[offset[k]] += inside[k] ? load<T>(grad[k]) : T(0);
   }
 };
 

@@ -264,17 +264,18 @@ def test_warp(case, in_dtype, theta_dtype):
 
 @pytest.mark.parametrize("in_dtype", [BF16, F16], ids=_id)
 def test_half_images_take_the_fused_kernel(in_dtype, monkeypatch):
-    """A 16-bit image runs on the numba kernel ("auto"), not on the torch path."""
+    """A 16-bit image runs on a fused kernel ("auto": cpp, else numba), not on the torch
+    path."""
+    import stnkit.ops.kernels.cpp_cpu as cpp_cpu
     import stnkit.ops.kernels.numba_cpu as numba_cpu
 
     calls = []
-    real = numba_cpu.warp
+    for module in (cpp_cpu, numba_cpu):
+        def spy(input, theta, real=module.warp, **kw):
+            calls.append(input.dtype)
+            return real(input, theta, **kw)
 
-    def spy(input, theta, **kw):
-        calls.append(input.dtype)
-        return real(input, theta, **kw)
-
-    monkeypatch.setattr(numba_cpu, "warp", spy)
+        monkeypatch.setattr(module, "warp", spy)
     x = torch.rand(2, 1, 8, 8).to(in_dtype)
     out = warp(x, _theta("affine", 2, 0).float())
     assert calls == [in_dtype] and out.dtype == in_dtype

@@ -257,12 +257,14 @@ def _fake_kernel(reason=None):
     return mod
 
 
+CPP = "stnkit.ops.kernels.cpp_cpu"
 NUMBA = "stnkit.ops.kernels.numba_cpu"
 TRITON = "stnkit.ops.kernels.triton_gpu"
 
 
 def test_auto_uses_a_supporting_kernel(monkeypatch):
     fake = _fake_kernel()
+    monkeypatch.setitem(sys.modules, CPP, None)  # not built: auto goes on to numba
     monkeypatch.setitem(sys.modules, NUMBA, fake)
     monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
     x = torch.zeros(2, 1, 4, 5)
@@ -277,9 +279,21 @@ def test_auto_uses_a_supporting_kernel(monkeypatch):
     assert not (warp(x, T.identity(2), backend="torch") == 7).any()
 
 
+def test_auto_tries_cpp_first_on_cpu(monkeypatch):
+    cpp, numba = _fake_kernel(), _fake_kernel()
+    monkeypatch.setitem(sys.modules, CPP, cpp)
+    monkeypatch.setitem(sys.modules, NUMBA, numba)
+    warp(torch.zeros(2, 1, 4, 5), T.identity(2))
+    assert len(cpp.calls) == 1 and numba.calls == []
+    monkeypatch.setitem(sys.modules, CPP, _fake_kernel("not built"))
+    warp(torch.zeros(2, 1, 4, 5), T.identity(2))
+    assert len(numba.calls) == 1
+
+
 def test_auto_falls_back_to_torch(monkeypatch):
     x = torch.rand(1, 1, 4, 5)
     ref = warp(x, T.identity(), backend="torch")
+    monkeypatch.setitem(sys.modules, CPP, None)
     monkeypatch.setitem(sys.modules, NUMBA, None)  # makes the import fail
     assert torch.equal(warp(x, T.identity()), ref)
     monkeypatch.setitem(sys.modules, NUMBA, _fake_kernel("no bicubic"))
@@ -343,7 +357,7 @@ A = torch.eye(2, 3).expand(2, 2, 3)
     (lambda: warp(X, A, padding_mode="edge"), ValueError,
      r"warp: expected padding_mode one of 'zeros', 'border', 'reflection', got 'edge'"),
     (lambda: warp(X, A, backend="cuda"), ValueError,
-     r"warp: expected backend one of 'auto', 'torch', 'numba', 'triton', got 'cuda'"),
+     r"warp: expected backend one of 'auto', 'torch', 'cpp', 'numba', 'triton', got 'cuda'"),
     (lambda: warp(X, A, align_corners="yes"), TypeError,
      r"warp: expected align_corners a bool, got 'yes'"),
     (lambda: warp(X, A, deterministic=1), TypeError,

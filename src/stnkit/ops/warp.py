@@ -6,19 +6,23 @@ padding_mode, align_corners, deterministic)``):
 
 - ``"torch"``: ``affine_grid`` / ``projective_grid`` / ``tps_grid`` + ``stnkit.ops.sample``;
   supports everything ``sample`` does (any device).
-- ``"numba"``: ``stnkit.ops.kernels.numba_cpu`` (fused CPU kernels).
+- ``"cpp"``: ``stnkit.ops.kernels.cpp_cpu`` (fused CPU kernels in C++, 2-D: affine,
+  projective and TPS; built at install time, optional; on torch's own OpenMP threads).
+- ``"numba"``: ``stnkit.ops.kernels.numba_cpu`` (fused CPU kernels, 2-D and 3-D affine,
+  projective).
 - ``"triton"``: ``stnkit.ops.kernels.triton_gpu`` (fused CUDA kernels).
-- ``"auto"``: CPU tensors -> numba, CUDA tensors -> triton, when the kernel module imports and
-  supports the call; otherwise torch. An explicit kernel backend that is not installed or does
-  not support the call raises ValueError with the reason.
+- ``"auto"``: CPU tensors -> cpp, else numba; CUDA tensors -> triton; the first kernel module
+  that imports and supports the call, otherwise torch. An explicit kernel backend that is not
+  installed or does not support the call raises ValueError with the reason.
 
-Compilers: the kernels are PyTorch operators (``torch.ops.stnkit.warp`` / ``warp_triton`` and
-their ``_backward``; schemas in ``stnkit.ops.kernels._library``), so ``torch.compile``
-(``fullgraph=True`` included), ``torch.export`` and ``torch.jit.trace`` keep them in the graph
-with every backend, the backward too; the compiler fuses what surrounds them (Triton kernels it
-sees inside). The torch path (TPS, bicubic, ``backend="torch"``) is plain torch code that the
-compilers trace. ``torch.jit.script`` is not supported. Second derivatives of the kernels
-recompute the first through the torch path.
+Compilers: the kernels are PyTorch operators (``torch.ops.stnkit.warp_cpu`` (cpp) /
+``warp`` (numba) / ``warp_triton`` and their ``_backward``; schemas in
+``stnkit.ops.kernels._library``), so ``torch.compile`` (``fullgraph=True`` included),
+``torch.export`` and ``torch.jit.trace`` keep them in the graph with every backend, the
+backward too; the compiler fuses what surrounds them (Triton kernels it sees inside). The
+torch path (bicubic, TPS with ``dst_points`` or without a kernel that takes it,
+``backend="torch"``) is plain torch code that the compilers trace. ``torch.jit.script`` is not
+supported. Second derivatives of the kernels recompute the first through the torch path.
 """
 
 from __future__ import annotations
@@ -53,16 +57,20 @@ from stnkit.ops.sample import MODES, PADDING_MODES, sample
 __all__ = ["BACKENDS", "MODES", "PADDING_MODES", "TRANSFORMS", "warp"]
 
 TRANSFORMS = ("affine", "projective", "tps")
-BACKENDS = ("auto", "torch", "numba", "triton")
-_KERNEL_MODULES = {"numba": "stnkit.ops.kernels.numba_cpu",
+BACKENDS = ("auto", "torch", "cpp", "numba", "triton")
+_KERNEL_MODULES = {"cpp": "stnkit.ops.kernels.cpp_cpu",
+                   "numba": "stnkit.ops.kernels.numba_cpu",
                    "triton": "stnkit.ops.kernels.triton_gpu"}
+_AUTO = {"cpu": ("cpp", "numba"), "cuda": ("triton",)}  # kernel backends "auto" tries, in order
 
 
 def _load_kernel(backend: str) -> tuple[ModuleType | None, str | None]:
     """(module, None) or (None, why it cannot be imported)."""
     name = _KERNEL_MODULES[backend]
     try:  # import statements, not importlib: torch.compile traces them
-        if backend == "numba":
+        if backend == "cpp":
+            import stnkit.ops.kernels.cpp_cpu  # noqa: F401
+        elif backend == "numba":
             import stnkit.ops.kernels.numba_cpu  # noqa: F401
         else:
             import stnkit.ops.kernels.triton_gpu  # noqa: F401
@@ -87,7 +95,7 @@ def warp(input: Tensor, theta: Tensor, *, transform: str = "affine", size=None,
         size: output spatial size (H_out, W_out) / (D_out, H_out, W_out); None keeps the
             input's.
         mode, padding_mode, align_corners: as in ``stnkit.ops.sample``.
-        backend: "auto", "torch", "numba" or "triton" (see the module docstring).
+        backend: "auto", "torch", "cpp", "numba" or "triton" (see the module docstring).
         deterministic: None means ``torch.are_deterministic_algorithms_enabled()``; passed to
             kernel backends.
         dst_points: (K, 2), only for ``"tps"``: where the control points sit in the output
@@ -139,12 +147,12 @@ def warp(input: Tensor, theta: Tensor, *, transform: str = "affine", size=None,
         deterministic = torch.are_deterministic_algorithms_enabled()
 
     if backend != "torch":
-        # kernel backends take a TPS as its spline weights over the default lattice
-        kernel_theta = tps_weights(theta) if transform == "tps" and dst_points is None else theta
+        # kernel backends take a TPS as its spline weights over the default lattice, solved
+        # in the compute dtype (a float64 image with float32 points: in float64, as the grid)
+        kernel_theta = (tps_weights(theta.to(compute_dtype(input, theta)))
+                        if transform == "tps" and dst_points is None else theta)
         if backend == "auto":
-            kernel = ("triton" if input.is_cuda else "numba" if input.device.type == "cpu"
-                      else None)
-            if kernel is not None and dst_points is None:
+            for kernel in _AUTO.get(input.device.type, ()) if dst_points is None else ():
                 module, _ = _load_kernel(kernel)
                 if module is not None and module.supports(
                         input, kernel_theta, transform=transform, mode=mode,

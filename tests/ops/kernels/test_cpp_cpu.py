@@ -385,3 +385,22 @@ def test_modes_pads_align_sweep_float32(transform):
         res, ref = _both(transform, mode, pad, align, F32, shape=(3, 1, 6, 15), size=(11, 4),
                          seed=17)
         check_against(res, ref, mode, TOL[F32])
+
+
+def test_compiles_fullgraph_with_the_operator():
+    """torch.compile(fullgraph=True) of a function calling ops.warp(backend="cpp"): no graph
+    break (the operator is opaque to dynamo), same values and gradients as eager."""
+    from stnkit.ops import warp
+
+    def fn(x, theta):
+        return warp(x * 2.0, theta, size=(5, 7), backend="cpp").sum(dim=1)
+
+    x = torch.randn(2, 3, 6, 8, generator=gen(41))
+    theta = raw_theta("affine", 2, 41, 0.2).float()
+    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
+    ti, tc = theta.clone().requires_grad_(), theta.clone().requires_grad_()
+    eager, out = fn(x, ti), compiled(x, tc)
+    close(out, eager, 1e-6, "compiled output")
+    eager.sum().backward()
+    out.sum().backward()
+    close(tc.grad, ti.grad, 1e-6, "compiled grad theta")

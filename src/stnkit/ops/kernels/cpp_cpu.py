@@ -137,8 +137,9 @@ def supports(input: Tensor, theta: Tensor, *, transform: str, mode: str,
         return f"mode {mode!r} runs on the torch backend (cpp: bilinear, nearest)"
     if padding_mode not in _PADS:
         return f"unknown padding_mode {padding_mode!r}"
-    if math.prod(input.shape[2:]) > _MAX_PLANE:
-        return "the input has more than 2**31 - 1 pixels per channel"
+    if math.prod(input.shape[2:]) > _MAX_PLANE or max(input.shape[2:]) >= 2**30:
+        return "the input has more than 2**31 - 1 pixels per channel or 2**30 along an axis " \
+               "(32-bit offsets)"
     return None
 
 

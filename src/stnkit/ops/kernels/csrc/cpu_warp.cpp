@@ -103,10 +103,8 @@ struct Warp {
 
   explicit Warp(const WarpCall& c)
       : call(c), tiling(c.out_height, c.out_width),
-        ax{c.in_width, T(c.in_x_scale), T(c.in_x_shift), c.align_corners != 0,
-           Sampler<T>::differentiable},
-        ay{c.in_height, T(c.in_y_scale), T(c.in_y_shift), c.align_corners != 0,
-           Sampler<T>::differentiable},
+        ax{int32_t(c.in_width), T(c.in_x_scale), T(c.in_x_shift), c.align_corners != 0},
+        ay{int32_t(c.in_height), T(c.in_y_scale), T(c.in_y_shift), c.align_corners != 0},
         ox{c.out_x_a, c.out_x_b}, oy{c.out_y_a, c.out_y_b},
         P(Family<T>::parameters(c.control_points)),
         in_plane(c.in_height * c.in_width), out_plane(c.out_height * c.out_width) {

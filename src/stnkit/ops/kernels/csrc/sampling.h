@@ -18,20 +18,23 @@
 
 #include "storage.h"
 
+// the per-point helpers must inline into the tile loops, or those loops cannot vectorise
+#define STNKIT_INLINE inline __attribute__((always_inline))
+
 namespace stnkit {
 
 enum class Padding : int32_t { zeros = 0, border = 1, reflection = 2 };
 
 // Round half to even (torch.round, grid_sample's nearest); any finite x, NaN and Inf kept.
-template <class T> inline T round_half_even(T x) {
+template <class T> STNKIT_INLINE T round_half_even(T x) {
   const T big = T(1) / std::numeric_limits<T>::epsilon();  // from here on every T is an integer
   const T a = std::fabs(x);
-  if (!(a < big)) return x;
-  return std::copysign((a + big) - big, x);  // the addition rounds to an integer, half to even
+  const T r = std::copysign((a + big) - big, x);  // the addition rounds, half to even
+  return a < big ? r : x;
 }
 
 // floor(x) as an integer, for the clamped coordinates of the samplers (in [-2, 2^31))
-template <class T> inline int32_t floor_index(T x) {
+template <class T> STNKIT_INLINE int32_t floor_index(T x) {
   const int32_t i = int32_t(x);
   return i - int32_t(x < T(i));
 }
@@ -44,10 +47,9 @@ template <class T> struct Coordinate {
 
 // One input axis: size, unnormalisation and padding (stnkit.ops.sample._axis_taps).
 template <class T> struct InputAxis {
-  int64_t size;
+  int32_t size;  // 32-bit, like the offsets: 32-bit integer vectors
   T scale, shift;  // pixel = (X + 1) * scale + shift: shift -1/2 without align_corners
   bool align_corners;
-  bool snap;  // bilinear: pixels within 2 eps size of an integer snap onto it
 
   // Mirror into [low, low + span] (exact for any finite pixel); sign = d out / d in.
   T reflect(T pixel, T& sign) const {
@@ -66,15 +68,16 @@ template <class T> struct InputAxis {
     return extra + low;
   }
 
-  // Padding is a template argument so that a tile's loop over locate has no branch
-  template <Padding padding> Coordinate<T> locate(T X) const {
+  // Compile-time options, so that a tile's loop over locate has no branch: padding, and
+  // snap (bilinear): a pixel within 2 eps size of an integer snaps onto it
+  template <Padding padding, bool snap> STNKIT_INLINE Coordinate<T> locate(T X) const {
     T pixel = (X + T(1)) * scale + shift;
     if constexpr (padding != Padding::zeros) pixel = pixel + X * T(0);  // +-Inf -> NaN: outside
     if constexpr (padding == Padding::reflection) {  // a huge finite X may have overflowed
       const T big = std::numeric_limits<T>::max();
       pixel = pixel < -big ? -big : (pixel > big ? big : pixel);
     }
-    if (snap) {
+    if constexpr (snap) {
       const T r = round_half_even(pixel);
       const T tol = T(2) * std::numeric_limits<T>::epsilon() * T(size > 1 ? size : 1);
       pixel = std::fabs(pixel - r) <= tol ? r : pixel;
@@ -89,7 +92,7 @@ template <class T> struct InputAxis {
     if constexpr (padding == Padding::reflection) pixel = reflect(pixel, sign);
     // d clip / d pixel: 1 strictly inside (0, size - 1), 0 at and beyond the clip points
     const T last = T(size - 1);
-    const T slope = (pixel > T(0) && pixel < last) ? scale * sign : T(0);
+    const T slope = (pixel > T(0)) & (pixel < last) ? scale * sign : T(0);
     pixel = pixel != pixel ? low : (pixel < T(0) ? T(0) : (pixel > last ? last : pixel));
     return {pixel, slope};
   }
@@ -103,7 +106,7 @@ template <class T> struct LinearTaps {
   T weight[2];
   bool inside[2];
 
-  LinearTaps(T pixel, int64_t size) {
+  STNKIT_INLINE LinearTaps(T pixel, int32_t size) {
     first = floor_index(pixel);
     const T t = pixel - T(first);
     weight[0] = T(1) - t;
@@ -133,23 +136,32 @@ template <class T> struct Bilinear {
   }
 
   template <Padding padding>
-  void taps(const InputAxis<T>& ax, const InputAxis<T>& ay, const T* X, const T* Y,
-            int64_t n) {
+  void taps(const InputAxis<T>& ax, const InputAxis<T>& ay, const T* __restrict X,
+            const T* __restrict Y, int64_t n) {
     const int32_t width = int32_t(ax.size);
+    // distinct arrays: __restrict pointers let the loop vectorise without alias checks
+    int32_t *__restrict o0 = offset[0].data(), *__restrict o1 = offset[1].data(),
+            *__restrict o2 = offset[2].data(), *__restrict o3 = offset[3].data();
+    int32_t *__restrict i0 = inside[0].data(), *__restrict i1 = inside[1].data(),
+            *__restrict i2 = inside[2].data(), *__restrict i3 = inside[3].data();
+    T *__restrict w0 = weight[0].data(), *__restrict w1 = weight[1].data(),
+      *__restrict w2 = weight[2].data(), *__restrict w3 = weight[3].data();
+    T *__restrict x0 = wx[0].data(), *__restrict x1 = wx[1].data(), *__restrict y0 = wy[0].data(),
+      *__restrict y1 = wy[1].data(), *__restrict sx = slope_x.data(),
+      *__restrict sy = slope_y.data();
     for (int64_t k = 0; k < n; ++k) {
-      const Coordinate<T> cx = ax.template locate<padding>(X[k]);
-      const Coordinate<T> cy = ay.template locate<padding>(Y[k]);
+      const Coordinate<T> cx = ax.template locate<padding, true>(X[k]);
+      const Coordinate<T> cy = ay.template locate<padding, true>(Y[k]);
       const LinearTaps<T> tx(cx.pixel, ax.size), ty(cy.pixel, ay.size);
-      for (int a = 0; a < 2; ++a)
-        for (int b = 0; b < 2; ++b) {
-          const bool in = tx.inside[a] & ty.inside[b];
-          offset[2 * a + b][k] = in ? (ty.first + b) * width + tx.first + a : 0;
-          inside[2 * a + b][k] = in;
-          weight[2 * a + b][k] = tx.weight[a] * ty.weight[b];
-        }
-      wx[0][k] = tx.weight[0], wx[1][k] = tx.weight[1];
-      wy[0][k] = ty.weight[0], wy[1][k] = ty.weight[1];
-      slope_x[k] = cx.slope, slope_y[k] = cy.slope;
+      const int32_t base = ty.first * width + tx.first;  // tap (a, b) at base + b width + a
+      i0[k] = tx.inside[0] & ty.inside[0], o0[k] = i0[k] ? base : 0;
+      i1[k] = tx.inside[0] & ty.inside[1], o1[k] = i1[k] ? base + width : 0;
+      i2[k] = tx.inside[1] & ty.inside[0], o2[k] = i2[k] ? base + 1 : 0;
+      i3[k] = tx.inside[1] & ty.inside[1], o3[k] = i3[k] ? base + width + 1 : 0;
+      w0[k] = tx.weight[0] * ty.weight[0], w1[k] = tx.weight[0] * ty.weight[1];
+      w2[k] = tx.weight[1] * ty.weight[0], w3[k] = tx.weight[1] * ty.weight[1];
+      x0[k] = tx.weight[0], x1[k] = tx.weight[1], y0[k] = ty.weight[0], y1[k] = ty.weight[1];
+      sx[k] = cx.slope, sy[k] = cy.slope;
     }
   }
 
@@ -211,9 +223,9 @@ template <class T> struct Nearest {
   void taps(const InputAxis<T>& ax, const InputAxis<T>& ay, const T* X, const T* Y,
             int64_t n) {
     for (int64_t k = 0; k < n; ++k) {
-      const int32_t i = int32_t(round_half_even(ax.template locate<padding>(X[k]).pixel));
-      const int32_t j = int32_t(round_half_even(ay.template locate<padding>(Y[k]).pixel));
-      const bool in = i >= 0 && i < ax.size && j >= 0 && j < ay.size;
+      const int32_t i = int32_t(round_half_even(ax.template locate<padding, false>(X[k]).pixel));
+      const int32_t j = int32_t(round_half_even(ay.template locate<padding, false>(Y[k]).pixel));
+      const bool in = (i >= 0) & (i < ax.size) & (j >= 0) & (j < ay.size);
       inside[k] = in;
       offset[k] = in ? j * int32_t(ax.size) + i : 0;
     }

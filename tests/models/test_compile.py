@@ -17,7 +17,7 @@ from torch._functorch.aot_autograd import make_boxed_func
 
 from stnkit.models import create_model, list_models, model_spec
 from stnkit.nn import SpatialTransformer
-from stnkit.ops.kernels import cpp_cpu, numba_cpu  # noqa: F401  (register the operators)
+from stnkit.ops.kernels import numba_cpu  # noqa: F401  (registers the stnkit operators)
 
 # dynamo's own internals trip these while tracing autograd.Functions and the optimizer
 DYNAMO_INTERNAL = (
@@ -28,12 +28,6 @@ DYNAMO_INTERNAL = (
 )
 # torch's own inductor import trips over its deprecated torch.jit.script_method (torch 2.13).
 INDUCTOR = "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
-
-
-# the operators "auto" runs on the CPU: the C++ kernels' when built, else numba's
-AUTO_OP = "warp_cpu" if cpp_cpu._LIB is not None else "warp"
-FORWARD_OP = getattr(torch.ops.stnkit, AUTO_OP).default
-BACKWARD_OP = getattr(torch.ops.stnkit, f"{AUTO_OP}_backward").default
 
 
 def _kernel_transformers(model) -> int:
@@ -132,9 +126,9 @@ def test_training_step_compiles_with_the_operators(name):
     compiled = _train(model, x, y, steps=2, compile_with=rec, step_backend=step_backend)
     _check_equal(eager, compiled, name, 1e-5)
     n = _kernel_transformers(model)
-    fw = rec.count("forward", FORWARD_OP)
-    bw = rec.count("backward", BACKWARD_OP)
-    assert (fw, bw) == (n, n), f"{name}: {fw} {AUTO_OP}, {bw} {AUTO_OP}_backward, expected {n}"
+    fw = rec.count("forward", torch.ops.stnkit.warp.default)
+    bw = rec.count("backward", torch.ops.stnkit.warp_backward.default)
+    assert (fw, bw) == (n, n), f"{name}: {fw} stnkit::warp, {bw} warp_backward, expected {n}"
     assert rec.frames == 1, f"{name}: forward + loss compiled {rec.frames} times, not once"
 
 
@@ -183,7 +177,7 @@ def test_compiled_model_module_keeps_the_operator():
     out = torch.compile(model, backend=rec, fullgraph=True)(x)
     err = (out - model(x)).abs().max().item()
     assert err < 1e-5, f"{err=}"
-    assert rec.count("forward", FORWARD_OP) == 1
+    assert rec.count("forward", torch.ops.stnkit.warp.default) == 1
 
 
 @pytest.mark.slow
@@ -199,5 +193,5 @@ def test_inductor_training_step(name):
     _check_equal(eager, compiled, name, 1e-4)
     names = {e.name for e in prof.events()}
     n = _kernel_transformers(model)
-    for op in (f"stnkit::{AUTO_OP}", f"stnkit::{AUTO_OP}_backward"):
+    for op in ("stnkit::warp", "stnkit::warp_backward"):
         assert (op in names) == (n > 0), f"{name}: {op} ran: {op in names}, expected {n > 0}"

@@ -1,6 +1,5 @@
 """torch.export and TorchScript of the zoo models: the exported program holds the fused
-kernels as ``torch.ops.stnkit.warp_cpu`` (or ``warp``, numba's, when the C++ kernels are not
-built; affine / projective models) and equals eager;
+kernels as ``torch.ops.stnkit.warp`` (affine / projective models) and equals eager;
 ``torch.jit.trace`` works, ``torch.jit.script`` stops with one clear error."""
 
 from __future__ import annotations
@@ -13,11 +12,7 @@ import torch
 from stnkit._checks import StnkitTypeError, StnkitValueError
 from stnkit.models import create_model, list_models, model_spec
 from stnkit.nn import SpatialTransformer
-from stnkit.ops.kernels import cpp_cpu, numba_cpu  # noqa: F401  (register the operators)
-
-# the operator "auto" runs on the CPU: the C++ kernels' when built, else numba's
-WARP_OP = (torch.ops.stnkit.warp_cpu if cpp_cpu._LIB is not None
-           else torch.ops.stnkit.warp).default
+from stnkit.ops.kernels import numba_cpu  # noqa: F401  (registers the stnkit operators)
 
 def _model(name, seed=0):
     spec = model_spec(name)
@@ -41,9 +36,9 @@ def _kernel_transformers(model) -> int:
 def test_export_every_model(name):
     model, x = _model(name)  # never called before: a TPS model exports on its first call
     ep = torch.export.export(model, (x,))
-    calls = sum(1 for n in ep.graph.nodes if n.target == WARP_OP)
+    calls = sum(1 for n in ep.graph.nodes if n.target == torch.ops.stnkit.warp.default)
     want = _kernel_transformers(model)
-    assert calls == want, f"{name}: {calls} {WARP_OP} nodes, expected {want}"
+    assert calls == want, f"{name}: {calls} stnkit::warp nodes, expected {want}"
     x2 = torch.rand(x.shape, generator=torch.Generator().manual_seed(1))
     for inp in (x, x2):
         err = (ep.module()(inp) - model(inp)).abs().max().item()
@@ -94,7 +89,7 @@ def test_exported_program_saves_and_loads():
     torch.export.save(torch.export.export(model, (x,)), buf)
     buf.seek(0)
     ep = torch.export.load(buf)
-    assert any(n.target == WARP_OP for n in ep.graph.nodes)
+    assert any(n.target == torch.ops.stnkit.warp.default for n in ep.graph.nodes)
     err = (ep.module()(x) - model(x)).abs().max().item()
     assert err < 1e-6, f"{err=}"
 

@@ -13,9 +13,11 @@ import torch
 from stnkit import ops
 from stnkit._checks import StnkitTypeError, StnkitValueError
 from stnkit.ops import grids, reference
+from stnkit.ops.kernels import cpp_cpu
 
 F64 = torch.float64
-BACKENDS = ["torch", "numba"]
+# cpp where its extension was built (tests/ops/kernels/test_cpp_cpu.py skips with the reason)
+BACKENDS = ["torch", "numba", *(["cpp"] if cpp_cpu._WHY is None else [])]
 
 
 def _theta(transform: str, b: int, *, dims: int = 2, requires_grad: bool = True):
@@ -53,7 +55,9 @@ def test_warp_empty_batch_and_channels(backend, transform, shape):
     """PyTorch handles B = 0 and C = 0 (grid_sample, affine_grid); so does every backend,
     forward and backward, with the same shapes as the torch path."""
     if backend == "numba" and transform == "tps":
-        pytest.skip("tps runs on the torch backend only")
+        pytest.skip("numba kernels: affine and projective only")
+    if backend == "cpp" and transform == "affine3d":
+        pytest.skip("cpp kernels: 2-D only")
     dims = 3 if transform == "affine3d" else 2
     kind = "affine" if transform == "affine3d" else transform
     b, c = shape
@@ -271,6 +275,8 @@ def test_nonfinite_pixels_follow_grid_sample(backend, dims, knots):
     """The class of issue 12 item 1: NaN / +-Inf pixels at random places, random thetas,
     every mode and padding: the same NaN / Inf places as grid_sample in the output and
     grad_input, and grad theta non-finite at the same places."""
+    if backend == "cpp" and dims == 3:
+        pytest.skip("cpp kernels: 2-D only")
     modes = ["bilinear", "nearest"] + (["bicubic"] if dims == 2 and backend == "torch" else [])
     for seed in range(4):
         for mode in modes:

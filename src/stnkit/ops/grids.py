@@ -270,16 +270,27 @@ def _tps_coefficients(dst: Tensor, fn: str = "tps_grid") -> Tensor:
     if k < 3 or torch.linalg.matrix_rank(centred) < 2:
         fail(fn, "dst_points", "not all on one line (the TPS system is singular)",
              f"{k} collinear points")
-    p = torch.cat([torch.ones(k, 1, dtype=torch.float64), c], dim=1)  # (K, 3)
-    top = torch.cat([_radial(d2), p], dim=1)  # (K, K + 3)
-    bottom = torch.cat([p.T, torch.zeros(3, 3, dtype=torch.float64)], dim=1)  # (3, K + 3)
-    system = torch.cat([top, bottom], dim=0)  # (K + 3, K + 3)
+    system = _tps_system(c, d2)
     cond = torch.linalg.cond(system).item()
     if not math.isfinite(cond) or cond > 1e13:
         fail(fn, "dst_points", "in general position (the TPS system is singular)",
              f"a system with condition number {cond:.3g}")
+    return _tps_solve(system, k)
+
+
+def _tps_system(c: Tensor, d2: Tensor) -> Tensor:
+    """L = [[U(|c_i - c_j|), P], [P^T, 0]], (K + 3, K + 3), from float64 control points ``c``
+    (K, 2) and their squared distances ``d2`` (K, K); P rows [1, x_k, y_k]."""
+    p = torch.cat([torch.ones(c.shape[0], 1, dtype=torch.float64), c], dim=1)  # (K, 3)
+    top = torch.cat([_radial(d2), p], dim=1)  # (K, K + 3)
+    bottom = torch.cat([p.T, torch.zeros(3, 3, dtype=torch.float64)], dim=1)  # (3, K + 3)
+    return torch.cat([top, bottom], dim=0)
+
+
+def _tps_solve(system: Tensor, k: int) -> Tensor:
+    """L^{-1}[:, :K], (K + 3, K), of the float64 system L."""
     rhs = torch.cat([torch.eye(k, dtype=torch.float64), torch.zeros(3, k, dtype=torch.float64)])
-    return torch.linalg.solve(system, rhs)  # (K + 3, K)
+    return torch.linalg.solve(system, rhs)
 
 
 def _tps_basis(dst: Tensor, size: tuple[int, int], align_corners: bool) -> Tensor:
@@ -306,11 +317,7 @@ def _lattice_coefficients(k: int, dtype: torch.dtype, device) -> Tensor:
     exported programs hold it as a few constant-foldable nodes; float64, then cast."""
     c = tps_lattice(k, dtype=torch.float64)
     d2 = ((c[:, None, :] - c[None, :, :]) ** 2).sum(-1)
-    p = torch.cat([torch.ones(k, 1, dtype=torch.float64), c], dim=1)
-    system = torch.cat([torch.cat([_radial(d2), p], dim=1),
-                        torch.cat([p.T, torch.zeros(3, 3, dtype=torch.float64)], dim=1)])
-    rhs = torch.cat([torch.eye(k, dtype=torch.float64), torch.zeros(3, k, dtype=torch.float64)])
-    return torch.linalg.solve(system, rhs).to(dtype=dtype, device=device)
+    return _tps_solve(_tps_system(c, d2), k).to(dtype=dtype, device=device)
 
 
 def tps_weights(src_points: Tensor) -> Tensor:

@@ -226,16 +226,16 @@ def _backward(grad_out: Tensor, input: Tensor, theta: Tensor, size, transform: s
               need_theta_out: bool):
     """(grad_input or None, grad_theta or None): the formulas are in ``csrc/sampling.h``
     (sampler) and ``csrc/geometry.h`` (transforms)."""
-    need_theta = need_theta_out  # nearest: 0 to the source points, through the transform
+    # nearest too: 0 to the source points, then through the transform (NaN where it is)
     work = compute_dtype(input, theta)
     gin = torch.zeros(input.shape, dtype=work) if need_input else None
     gtheta = torch.zeros(theta.shape[0], math.prod(theta.shape[1:]), dtype=torch.float64)
-    if grad_out.numel() and (need_input or need_theta):
+    if grad_out.numel() and (need_input or need_theta_out):
         input = input.detach().contiguous()
         grad_out = grad_out.detach().to(input.dtype).contiguous()
         call, keep = _call(input, theta, size, transform, mode, padding_mode, align,
                            deterministic)
-        call.need_input, call.need_theta = int(need_input), int(need_theta)
+        call.need_input, call.need_theta = int(need_input), int(need_theta_out)
         call.input, call.grad_output = _ptr(input), _ptr(grad_out)
         call.grad_input, call.grad_theta = _ptr(gin), _ptr(gtheta)
         _run(_LIB.stnkit_warp_backward, call)

@@ -342,6 +342,13 @@ def _memory(method: str, shape, threads: int, transform: str = "affine") -> floa
     return extra / (math.prod(shape) * 4)
 
 
+def cpp_build() -> str:
+    """Which build of the C++ kernels runs (cpp_cpu.VARIANT), or why none does."""
+    from stnkit.ops.kernels import cpp_cpu
+
+    return cpp_cpu.VARIANT if cpp_cpu._LIB is not None else f"none ({cpp_cpu._WHY})"
+
+
 def environment_lines(threads: int, opencv: bool = True) -> list[str]:
     """The markdown bullets that head a run: CPU and its vector flags, versions, threads,
     allocator and OpenMP env, load average."""
@@ -356,7 +363,8 @@ def environment_lines(threads: int, opencv: bool = True) -> list[str]:
     return [f"- CPU: {model}, {os.cpu_count()} CPUs; vector flags: {' '.join(simd) or 'none'} "
             f"(of {' '.join(VECTOR_FLAGS)})",
             f"- python {platform.python_version()}, torch {torch.__version__}, "
-            f"numba {numba.__version__}",
+            f"numba {numba.__version__}; torch CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()}, stnkit cpp build: {cpp_build()}",
             f"- threads: torch {threads}, numba {min(threads, numba.config.NUMBA_NUM_THREADS)} "
             f"(pool {numba.config.NUMBA_NUM_THREADS}, layer: "
             f"{numba.config.THREADING_LAYER})" + (f", OpenCV {threads}" if opencv else ""),

@@ -338,6 +338,11 @@ PINNED = {
         "E": "1804a07864a8c9c6", "T": "1ec99839d2018c07", "TC": "b3b66719482806cb",
         "addition": "3188cae2d95e4022", "colocalisation": "1251091d12559467",
     },
+    ("cpp", "1"): {  # the numba bytes but for one pixel's rounding in addition's samples
+        "R": "7a05e1a66433a734", "RTS": "e48230f2455aa0a7", "P": "380c89978db5fa9d",
+        "E": "1804a07864a8c9c6", "T": "1ec99839d2018c07", "TC": "b3b66719482806cb",
+        "addition": "30fa995df1f605a1", "colocalisation": "1251091d12559467",
+    },
 }
 PINNED_TORCH = "2.13.0"
 

@@ -19,6 +19,8 @@ from stnkit.models import create_model, list_models, model_spec
 from stnkit.nn import SpatialTransformer
 from stnkit.ops.kernels import numba_cpu  # noqa: F401  (registers the stnkit operators)
 
+from . import _auto_ops as auto_ops
+
 # dynamo's own internals trip these while tracing autograd.Functions and the optimizer
 DYNAMO_INTERNAL = (
     "ignore:<class 'torch.autograd.function.Function'> should not be instantiated"
@@ -126,9 +128,9 @@ def test_training_step_compiles_with_the_operators(name):
     compiled = _train(model, x, y, steps=2, compile_with=rec, step_backend=step_backend)
     _check_equal(eager, compiled, name, 1e-5)
     n = _kernel_transformers(model)
-    fw = rec.count("forward", torch.ops.stnkit.warp.default)
-    bw = rec.count("backward", torch.ops.stnkit.warp_backward.default)
-    assert (fw, bw) == (n, n), f"{name}: {fw} stnkit::warp, {bw} warp_backward, expected {n}"
+    fw = rec.count("forward", auto_ops.FORWARD)
+    bw = rec.count("backward", auto_ops.BACKWARD)
+    assert (fw, bw) == (n, n), f"{name}: {fw} {auto_ops.FORWARD}, {bw} backward, expected {n}"
     assert rec.frames == 1, f"{name}: forward + loss compiled {rec.frames} times, not once"
 
 
@@ -177,7 +179,7 @@ def test_compiled_model_module_keeps_the_operator():
     out = torch.compile(model, backend=rec, fullgraph=True)(x)
     err = (out - model(x)).abs().max().item()
     assert err < 1e-5, f"{err=}"
-    assert rec.count("forward", torch.ops.stnkit.warp.default) == 1
+    assert rec.count("forward", auto_ops.FORWARD) == 1
 
 
 @pytest.mark.slow
@@ -193,5 +195,5 @@ def test_inductor_training_step(name):
     _check_equal(eager, compiled, name, 1e-4)
     names = {e.name for e in prof.events()}
     n = _kernel_transformers(model)
-    for op in ("stnkit::warp", "stnkit::warp_backward"):
+    for op in (f"stnkit::{auto_ops.FORWARD_NAME}", f"stnkit::{auto_ops.BACKWARD_NAME}"):
         assert (op in names) == (n > 0), f"{name}: {op} ran: {op in names}, expected {n > 0}"

@@ -1,5 +1,6 @@
 """torch.export and TorchScript of the zoo models: the exported program holds the fused
-kernels as ``torch.ops.stnkit.warp`` (affine / projective models) and equals eager;
+kernels as the operator of the "auto" kernel (``torch.ops.stnkit.warp_cpu``, or ``warp`` where
+only Numba's are there; affine / projective models) and equals eager;
 ``torch.jit.trace`` works, ``torch.jit.script`` stops with one clear error."""
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from stnkit._checks import StnkitTypeError, StnkitValueError
 from stnkit.models import create_model, list_models, model_spec
 from stnkit.nn import SpatialTransformer
 from stnkit.ops.kernels import numba_cpu  # noqa: F401  (registers the stnkit operators)
+
+from . import _auto_ops as auto_ops
 
 def _model(name, seed=0):
     spec = model_spec(name)
@@ -36,9 +39,9 @@ def _kernel_transformers(model) -> int:
 def test_export_every_model(name):
     model, x = _model(name)  # never called before: a TPS model exports on its first call
     ep = torch.export.export(model, (x,))
-    calls = sum(1 for n in ep.graph.nodes if n.target == torch.ops.stnkit.warp.default)
+    calls = sum(1 for n in ep.graph.nodes if n.target == auto_ops.FORWARD)
     want = _kernel_transformers(model)
-    assert calls == want, f"{name}: {calls} stnkit::warp nodes, expected {want}"
+    assert calls == want, f"{name}: {calls} {auto_ops.FORWARD} nodes, expected {want}"
     x2 = torch.rand(x.shape, generator=torch.Generator().manual_seed(1))
     for inp in (x, x2):
         err = (ep.module()(inp) - model(inp)).abs().max().item()
@@ -89,7 +92,7 @@ def test_exported_program_saves_and_loads():
     torch.export.save(torch.export.export(model, (x,)), buf)
     buf.seek(0)
     ep = torch.export.load(buf)
-    assert any(n.target == torch.ops.stnkit.warp.default for n in ep.graph.nodes)
+    assert any(n.target == auto_ops.FORWARD for n in ep.graph.nodes)
     err = (ep.module()(x) - model(x)).abs().max().item()
     assert err < 1e-6, f"{err=}"
 
@@ -104,7 +107,7 @@ TORCHSCRIPT_DEPRECATED = "ignore:`torch.jit.[a-z_]+` is deprecated:DeprecationWa
 def test_jit_trace(name):
     model, x = _model(name)
     traced = torch.jit.trace(model, (x,))
-    assert "stnkit::warp" in str(traced.inlined_graph)
+    assert f"stnkit::{auto_ops.FORWARD_NAME}" in str(traced.inlined_graph)
     x2 = torch.rand(x.shape, generator=torch.Generator().manual_seed(1))
     err = (traced(x2) - model(x2)).abs().max().item()
     assert err < 1e-6, f"{err=}"

@@ -264,6 +264,7 @@ TRITON = "stnkit.ops.kernels.triton_gpu"
 
 def test_auto_uses_a_supporting_kernel(monkeypatch):
     fake = _fake_kernel()
+    monkeypatch.setitem(sys.modules, CPP, fake)
     monkeypatch.setitem(sys.modules, NUMBA, fake)
     monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
     x = torch.zeros(2, 1, 4, 5)
@@ -278,15 +279,15 @@ def test_auto_uses_a_supporting_kernel(monkeypatch):
     assert not (warp(x, T.identity(2), backend="torch") == 7).any()
 
 
-def test_auto_tries_numba_then_cpp_on_cpu(monkeypatch):
+def test_auto_tries_cpp_then_numba_on_cpu(monkeypatch):
     cpp, numba = _fake_kernel(), _fake_kernel()
     monkeypatch.setitem(sys.modules, CPP, cpp)
     monkeypatch.setitem(sys.modules, NUMBA, numba)
     warp(torch.zeros(2, 1, 4, 5), T.identity(2))
-    assert len(numba.calls) == 1 and cpp.calls == []
-    monkeypatch.setitem(sys.modules, NUMBA, _fake_kernel("no tps"))
+    assert len(cpp.calls) == 1 and numba.calls == []
+    monkeypatch.setitem(sys.modules, CPP, _fake_kernel("2-D only"))
     warp(torch.zeros(2, 1, 4, 5), T.identity(2))
-    assert len(cpp.calls) == 1
+    assert len(numba.calls) == 1
 
 
 def test_auto_falls_back_to_torch(monkeypatch):

@@ -1,8 +1,8 @@
 """The distorted-MNIST generators of the paper's experiments (Jaderberg et al. 2015, appendix).
 
 Every distortion is a warp by :func:`stnkit.ops.warp` (bilinear, zero padding,
-``align_corners=False``, ``backend="auto"``: the fused Numba kernels for affine and
-projective warps, torch for TPS), computed in float32 under ``torch.no_grad()`` and stored
+``align_corners=False``, ``backend="auto"``: the fused C++ kernels where they are built,
+see :func:`warp_backend`), computed in float32 under ``torch.no_grad()`` and stored
 as uint8 (rounded ``255 * value``, like MNIST itself). The true transform of every sample is
 recorded.
 
@@ -90,6 +90,7 @@ import torch
 from stnkit._checks import check_choice, fail
 from stnkit.ops import transforms, warp
 from stnkit.ops.grids import tps_lattice
+from stnkit.ops.warp import auto_backend
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -297,16 +298,11 @@ def _theta(matrix: np.ndarray, out_size: int) -> np.ndarray:
 
 
 def warp_backend() -> str:
-    """The backend ``warp(backend="auto")`` uses here for affine and projective warps of
-    float32 CPU images: ``"numba"`` if its kernels import, else ``"torch"`` (TPS always runs
-    on ``"torch"``). The two agree to float rounding, so caches record which one ran."""
-    try:
-        from stnkit.ops.kernels import numba_cpu
-    except ImportError:
-        return "torch"
-    x, theta = torch.zeros(1, 1, 2, 2), torch.eye(2, 3)[None]
-    ok = numba_cpu.supports(x, theta, transform="affine", mode="bilinear", padding_mode="zeros")
-    return "numba" if ok is None else "torch"
+    """The backend ``warp(backend="auto")`` runs here for the generators' warps of float32 CPU
+    images (:func:`stnkit.ops.warp.auto_backend`): ``"cpp"`` where its kernels are built,
+    else ``"numba"`` if its kernels import, else ``"torch"``. They agree to float rounding, so
+    caches record which one ran."""
+    return auto_backend(torch.zeros(1, 1, 2, 2), torch.eye(2, 3)[None])
 
 
 def _warp(digits: np.ndarray, theta: np.ndarray, transform: str, size: int) -> np.ndarray:

@@ -27,10 +27,11 @@ docs/library.md, "Mixed precision"):
 from stnkit.ops import reference, transforms
 from stnkit.ops.grids import affine_grid, projective_grid, tps_grid
 from stnkit.ops.sample import sample
-from stnkit.ops.warp import warp
+from stnkit.ops.warp import auto_backend, warp
 
 __all__ = [
     "affine_grid",
+    "auto_backend",
     "projective_grid",
     "reference",
     "sample",

@@ -11,9 +11,10 @@ padding_mode, align_corners, deterministic)``):
 - ``"numba"``: ``stnkit.ops.kernels.numba_cpu`` (fused CPU kernels, 2-D and 3-D affine,
   projective).
 - ``"triton"``: ``stnkit.ops.kernels.triton_gpu`` (fused CUDA kernels).
-- ``"auto"``: CPU tensors -> numba, else cpp (TPS); CUDA tensors -> triton; the first kernel
-  module that imports and supports the call, otherwise torch. (cpp comes second while its
-  loops are scalar: numba's vectorised kernels are ~3x faster on affine warps; the order is
+- ``"auto"``: CPU tensors -> cpp, else numba (3-D); CUDA tensors -> triton; the first kernel
+  module that imports and supports the call, otherwise torch. (cpp first: on torch's own
+  threads it is the faster one inside a network at every 2-D shape measured, and it needs no
+  compilation at the first call; ``benchmarks/warp.py``, ``docs/speed.md``. The order is
   ``_AUTO``.) An explicit kernel backend that is not installed or does not support the call
   raises ValueError with the reason.
 
@@ -56,14 +57,42 @@ from stnkit.ops.grids import (
 )
 from stnkit.ops.sample import MODES, PADDING_MODES, sample
 
-__all__ = ["BACKENDS", "MODES", "PADDING_MODES", "TRANSFORMS", "warp"]
+__all__ = ["BACKENDS", "MODES", "PADDING_MODES", "TRANSFORMS", "auto_backend", "warp"]
 
 TRANSFORMS = ("affine", "projective", "tps")
 BACKENDS = ("auto", "torch", "cpp", "numba", "triton")
 _KERNEL_MODULES = {"cpp": "stnkit.ops.kernels.cpp_cpu",
                    "numba": "stnkit.ops.kernels.numba_cpu",
                    "triton": "stnkit.ops.kernels.triton_gpu"}
-_AUTO = {"cpu": ("numba", "cpp"), "cuda": ("triton",)}  # kernel backends "auto" tries, in order
+_AUTO = {"cpu": ("cpp", "numba"), "cuda": ("triton",)}  # kernel backends "auto" tries, in order
+
+
+def _auto_kernel(input: Tensor, kernel_theta: Tensor, transform: str, mode: str,
+                 padding_mode: str) -> tuple[str, ModuleType | None]:
+    """(name, module) of the first kernel backend of ``_AUTO`` that imports and supports the
+    call, or ("torch", None)."""
+    for kernel in _AUTO.get(input.device.type, ()):
+        module, _ = _load_kernel(kernel)
+        if module is not None and module.supports(input, kernel_theta, transform=transform,
+                                                  mode=mode, padding_mode=padding_mode) is None:
+            return kernel, module
+    return "torch", None
+
+
+def auto_backend(input: Tensor, theta: Tensor, *, transform: str = "affine",
+                 mode: str = "bilinear", padding_mode: str = "zeros") -> str:
+    """The backend ``warp(input, theta, ..., backend="auto")`` runs for such a call:
+    ``"cpp"``, ``"numba"``, ``"triton"`` or ``"torch"`` (which kernels are installed, and
+    what they support). Kernels agree with the torch path to float rounding, not bit for bit,
+    so code that stores results (the dataset caches of :mod:`stnkit.data`) records it.
+
+    >>> import torch
+    >>> auto_backend(torch.zeros(1, 1, 4, 4), torch.eye(2, 3)[None]) in BACKENDS
+    True
+    """
+    kernel_theta = (tps_weights(theta.to(compute_dtype(input, theta)))
+                    if transform == "tps" else theta)
+    return _auto_kernel(input, kernel_theta, transform, mode, padding_mode)[0]
 
 
 def _load_kernel(backend: str) -> tuple[ModuleType | None, str | None]:
@@ -154,15 +183,12 @@ def warp(input: Tensor, theta: Tensor, *, transform: str = "affine", size=None,
         kernel_theta = (tps_weights(theta.to(compute_dtype(input, theta)))
                         if transform == "tps" and dst_points is None else theta)
         if backend == "auto":
-            for kernel in _AUTO.get(input.device.type, ()) if dst_points is None else ():
-                module, _ = _load_kernel(kernel)
-                if module is not None and module.supports(
-                        input, kernel_theta, transform=transform, mode=mode,
-                        padding_mode=padding_mode) is None:
-                    return module.warp(input, kernel_theta, transform=transform, size=size,
-                                       mode=mode, padding_mode=padding_mode,
-                                       align_corners=align_corners,
-                                       deterministic=deterministic)
+            _, module = (_auto_kernel(input, kernel_theta, transform, mode, padding_mode)
+                         if dst_points is None else ("torch", None))
+            if module is not None:
+                return module.warp(input, kernel_theta, transform=transform, size=size,
+                                   mode=mode, padding_mode=padding_mode,
+                                   align_corners=align_corners, deterministic=deterministic)
         else:
             module, why = _load_kernel(backend)
             if module is not None:

@@ -8,6 +8,7 @@ from knots and ties where the dtype's rounding could move it across one.
 """
 
 import itertools
+import os
 import subprocess
 import sys
 
@@ -125,6 +126,92 @@ def test_long_and_many_rows(transform):
     res, ref = _both(transform, "bilinear", "reflection", False, F64, shape=shape, size=size,
                      theta=theta)
     check_against(res, ref, "bilinear", 1e-10)
+
+
+def _zoom_theta(transform, batch, zoom, shift):
+    """Points at zoom x the output's extent around (shift, shift): zoom < 1 keeps every tap of
+    every tile inside the image (the kernels' interior path); a shift moves some tiles out."""
+    a = torch.tensor([[zoom, 0.03, shift], [-0.02, zoom, shift]], dtype=F64).repeat(batch, 1, 1)
+    a = a + 0.01 * torch.randn(batch, 2, 3, dtype=F64, generator=gen(batch))
+    if transform == "affine":
+        return a
+    if transform == "projective":
+        row = torch.tensor([0.02, -0.03, 1.0], dtype=F64).repeat(batch, 1, 1)
+        return torch.cat([a, row], dim=1)
+    lattice = grids.tps_lattice(K, dtype=F64)
+    src = torch.cat([lattice, torch.ones(K, 1, dtype=F64)], dim=1) @ a.transpose(1, 2)
+    src = src + 0.01 * torch.randn(batch, K, 2, dtype=F64, generator=gen(batch + 1))
+    return grids.tps_weights(src)
+
+
+@pytest.mark.parametrize("zoom, shift", [(0.6, 0.0), (0.8, 0.35), (1.3, 0.0)])
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_interior_and_edge_tiles(transform, zoom, shift):
+    """Tiles of several rows: all inside the image (0.6), some inside and some across the
+    border (0.8 shifted), most across it (1.3): the interior path and the masked one agree with
+    the torch path, forward and both gradients, and in the backward's per-point branch."""
+    shape, size = (3, 2, 50, 45), (64, 60)  # 17 output rows per tile: 4 tiles per image
+    theta = _zoom_theta(transform, shape[0], zoom, shift)
+    for pad in PADS:
+        res, ref = _both(transform, "bilinear", pad, False, F64, shape=shape, size=size,
+                         theta=theta)
+        check_against(res, ref, "bilinear", 1e-10)
+
+
+def _run_with(variant, *args):
+    """Forward and backward of cpp_cpu's kernels through the build ``variant``."""
+    lib, why = cpp_cpu._load(cpp_cpu.LIBRARIES[variant])
+    assert lib is not None, why
+    loaded = cpp_cpu._LIB
+    try:
+        cpp_cpu._LIB = lib
+        return _grads(_cpp, *args)
+    finally:
+        cpp_cpu._LIB = loaded
+
+
+@pytest.mark.skipif(not all(p.exists() for p in cpp_cpu.LIBRARIES.values()),
+                    reason="one build only (not x86-64)")
+@pytest.mark.parametrize("dtype", [F32, F64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_builds_give_the_same_bits(transform, dtype):
+    """The AVX2 build and the baseline one (setup.py) compute the same bits: no fused
+    multiply-adds, the same operations in the same order, only wider."""
+    shape, size = (3, 2, 50, 45), (64, 60)
+    x = torch.randn(shape, dtype=F64, generator=gen(7)).to(dtype)
+    g = torch.randn(shape[0], shape[1], *size, dtype=F64, generator=gen(8)).to(dtype)
+    for zoom, shift in [(0.6, 0.0), (0.8, 0.35)]:
+        theta = _zoom_theta(transform, shape[0], zoom, shift).to(
+            F64 if dtype == F64 else F32)
+        for mode, pad in [("bilinear", "zeros"), ("bilinear", "reflection"),
+                          ("nearest", "border")]:
+            args = (x, theta, g, transform, size, mode, pad, False)
+            for a, b in zip(_run_with("avx2", *args), _run_with("baseline", *args)):
+                assert torch.equal(a, b), (zoom, mode, pad)
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_auto_runs_cpp_for_2d(transform):
+    """ops.warp's "auto" takes the C++ kernels for 2-D images on the CPU (same bits)."""
+    from stnkit.ops import warp
+
+    x = torch.randn(2, 3, 8, 9, dtype=F32, generator=gen(12))
+    if transform == "tps":  # ops.warp takes the source points, the kernels the weights
+        theta = _tps_src(2, 0, dtype=F32)
+        kernel_theta = grids.tps_weights(theta)
+    else:
+        theta = kernel_theta = theta_for(transform, 2, (8, 9), (5, 6), False, F32)
+    a = warp(x, theta, size=(5, 6), transform=transform)
+    assert torch.equal(a, _cpp(x, kernel_theta, transform, (5, 6), "bilinear", "zeros", False))
+
+
+def test_variant_follows_torchs_cpu_capability():
+    """ATEN_CPU_CAPABILITY=default (torch's own kernels without AVX) selects the baseline."""
+    code = "from stnkit.ops.kernels import cpp_cpu; print(cpp_cpu.VARIANT)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "ATEN_CPU_CAPABILITY": "default"},
+                         check=True)
+    assert out.stdout.strip() == "baseline"
 
 
 @pytest.mark.parametrize("transform", TRANSFORMS)

@@ -133,7 +133,7 @@ def test_ops_warp_calls_the_operator(monkeypatch):
 
     monkeypatch.setattr(numba_cpu, "warp_op", Spy())
     x, theta, size, _ = _case("affine")
-    warp(x, theta, size=size, mode="nearest", padding_mode="border")
+    warp(x, theta, size=size, mode="nearest", padding_mode="border", backend="numba")
     assert calls == [([4, 5], "affine", "nearest", "border", False, False)], calls
 
 

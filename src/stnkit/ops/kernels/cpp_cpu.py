@@ -43,10 +43,15 @@ count.
 Operators (``_library``): ``stnkit::warp_cpu`` runs ``_forward``, ``stnkit::warp_cpu_backward``
 runs ``_backward`` (second derivatives: through the torch path).
 
-Speed: the loops are still scalar (GCC does not vectorise the taps loop: the clamps and the
-near-knot snap stay branches), about 3x slower than numba's vectorised kernels on affine
-warps on a 2-core AMD EPYC, so ``stnkit.ops.warp``'s "auto" tries numba first and runs TPS
-here; faster than the torch path on TPS.
+Speed: the loops over a tile's points are written so that GCC vectorises them (no branches,
+integer masks for the selects, ``__restrict`` arrays; ``-fopt-info-vec`` reports them), and
+the AVX2 build runs them 8 floats wide. A tile keeps per point only its first tap, the
+fractions and the padding slopes (24 bytes, in L1); a tile whose taps are all inside the
+image runs the same loops with the masks compiled out. The backward is one scalar pass per
+channel (a scatter cannot vectorise): the reads of U for dL/d(source point) overlap the
+read-modify-writes of grad_input, interior points add two neighbouring taps with one 2-wide
+operation, and the even points go before the odd ones so that neighbours' writes to one
+pixel do not wait on each other. Measured in ``docs/speed.md``.
 
 Built by ``pip install`` (``setup.py``, optional): without a C++ compiler the library is
 missing and ``supports`` says so; this module still imports.
@@ -67,8 +72,25 @@ from stnkit.ops.kernels._library import register
 
 __all__ = ["LIBRARY", "supports", "warp"]
 
-LIBRARY = Path(__file__).with_name("_cpu_warp.so.1")
-"""The shared library built by ``setup.py`` (named so that it is no importable module)."""
+LIBRARIES = {
+    "avx2": Path(__file__).with_name("_cpu_warp_avx2.so.1"),
+    "baseline": Path(__file__).with_name("_cpu_warp.so.1"),
+}
+"""The builds of the library by ``setup.py`` (named so that they are no importable modules):
+the same sources compiled for x86-64 with AVX2 (``-mavx2``: 8-wide vector loops and
+gathers), and for the baseline of the platform. ``-ffp-contract=off`` in both: no fused
+multiply-adds, so both give the same bits (tested)."""
+LIBRARY = LIBRARIES["baseline"]
+
+
+def _variant() -> str:
+    """The build this CPU runs: ``"avx2"`` where torch's own kernels run AVX2 or AVX-512
+    (``torch.backends.cpu.get_cpu_capability()``, which ``ATEN_CPU_CAPABILITY=default`` lowers)
+    and that build exists, else ``"baseline"``."""
+    capability = torch.backends.cpu.get_cpu_capability().upper()
+    wide = capability.startswith("AVX2") or capability.startswith("AVX512")
+    return "avx2" if wide and LIBRARIES["avx2"].exists() else "baseline"
+
 
 _TRANSFORMS = {"affine": 0, "projective": 1, "tps": 2}
 _MODES = {"bilinear": 0, "nearest": 1}
@@ -101,13 +123,13 @@ class _Call(ctypes.Structure):
     ]
 
 
-def _load() -> tuple[ctypes.CDLL | None, str | None]:
+def _load(path: Path) -> tuple[ctypes.CDLL | None, str | None]:
     """(library, None), or (None, why it cannot be used)."""
-    if not LIBRARY.exists():
+    if not path.exists():
         return None, ("the C++ kernels were not built (no C++ compiler at install time? "
                       "reinstall stnkit with one: pip install -e .)")
     try:
-        lib = ctypes.CDLL(str(LIBRARY))  # after torch: its libgomp serves ours
+        lib = ctypes.CDLL(str(path))  # after torch: its libgomp serves ours
     except OSError as e:
         return None, f"the C++ kernels cannot be loaded ({e})"
     lib.stnkit_warp_call_size.restype = ctypes.c_int64
@@ -119,7 +141,9 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     return lib, None
 
 
-_LIB, _WHY = _load()
+VARIANT = _variant()
+"""Which of ``LIBRARIES`` this process runs (``benchmarks/warp.py`` prints it)."""
+_LIB, _WHY = _load(LIBRARIES[VARIANT])
 
 _MAX_PLANE = 2**31 - 1  # pixels per channel, as the torch path (grids.MAX_PIXELS)
 

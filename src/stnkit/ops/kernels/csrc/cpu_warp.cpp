@@ -167,15 +167,16 @@ struct Warp {
     const S* in = static_cast<const S*>(call.input) + b * call.channels * in_plane;
     const S* gout = static_cast<const S*>(call.grad_output) + b * call.channels * out_plane +
                     tile_offset(s.tile);
-    if (gin)
+    T* tap_sums[4] = {s.sums[0].data(), s.sums[1].data(), s.sums[2].data(), s.sums[3].data()};
+    const bool to_point = sums && Sampler<T>::differentiable;
+    if (to_point)
+      for (T* v : tap_sums) std::fill(v, v + n, T(0));
+    if (gin || to_point)
       for (int64_t c = 0; c < call.channels; ++c)
-        s.taps.scatter(gin + c * in_plane, gout + c * out_plane, n);
+        s.taps.backward(in + c * in_plane, gout + c * out_plane, gin ? gin + c * in_plane : nullptr,
+                        n, to_point ? tap_sums : nullptr);
     if (!sums) return;
     if constexpr (Sampler<T>::differentiable) {
-      T* tap_sums[4] = {s.sums[0].data(), s.sums[1].data(), s.sums[2].data(), s.sums[3].data()};
-      for (T* v : tap_sums) std::fill(v, v + n, T(0));
-      for (int64_t c = 0; c < call.channels; ++c)
-        s.taps.tap_sums(in + c * in_plane, gout + c * out_plane, n, tap_sums);
       s.taps.gradient(tap_sums, n, s.eX.data(), s.eY.data());
     } else {  // nearest: dL/d(X, Y) = 0, through the transform (see backward())
       std::fill(s.eX.begin(), s.eX.begin() + n, T(0));

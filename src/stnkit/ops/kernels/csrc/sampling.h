@@ -6,14 +6,15 @@
 //
 // x, y the input pixel coordinates of the output point. Per axis: InputAxis::locate turns a
 // normalised source coordinate into a padded pixel coordinate and d pixel / d normalised
-// (padding, sub-gradients and non-finite rules below); LinearTaps gives an axis' bilinear
-// taps; Bilinear / Nearest hold the taps of a tile of points, and gather (forward) or
+// (padding, sub-gradients and non-finite rules below); Bilinear / Nearest hold the taps of
+// a tile of points, and gather (forward) or
 // scatter (grad_input) and differentiate (grad of the source point) over one channel plane.
 // A tap outside the image contributes nothing (its read, if any, is dropped).
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 
 #include "storage.h"
@@ -25,13 +26,11 @@ namespace stnkit {
 
 enum class Padding : int32_t { zeros = 0, border = 1, reflection = 2 };
 
-// Round half to even (torch.round, grid_sample's nearest); any finite x, NaN and Inf kept.
-template <class T> STNKIT_INLINE T round_half_even(T x) {
-  const T big = T(1) / std::numeric_limits<T>::epsilon();  // from here on every T is an integer
-  const T a = std::fabs(x);
-  const T r = std::copysign((a + big) - big, x);  // the addition rounds, half to even
-  return a < big ? r : x;
-}
+// Round half to even (torch.round, grid_sample's nearest); NaN and Inf kept. nearbyint rounds
+// in the current rounding mode, which is to nearest, ties to even, unless a program changes
+// it (neither Python nor torch does); it compiles to one vector instruction (roundps) where
+// the CPU has one, so the loops that call it vectorise.
+template <class T> STNKIT_INLINE T round_half_even(T x) { return std::nearbyint(x); }
 
 // floor(x) as an integer, for the clamped coordinates of the samplers (in [-2, 2^31))
 template <class T> STNKIT_INLINE int32_t floor_index(T x) {
@@ -85,7 +84,8 @@ template <class T> struct InputAxis {
     const T low = T(-1.5);  // below it every tap is outside; NaN points go there
     if constexpr (padding == Padding::zeros) {  // beyond [low, size + 1/2] every tap is outside
       const T high = T(size) + T(0.5);
-      pixel = pixel != pixel ? low : (pixel < low ? low : (pixel > high ? high : pixel));
+      pixel = pixel > high ? high : pixel;
+      pixel = pixel >= low ? pixel : low;  // NaN too
       return {pixel, scale};
     }
     T sign = T(1);
@@ -98,116 +98,182 @@ template <class T> struct InputAxis {
   }
 };
 
-// Bilinear taps of one axis: floor(x) and floor(x) + 1 with weights 1 - t and t,
-// t = x - floor(x), and d weight / dx = -1, +1 on this interval (the right derivative at an
-// integer knot).
-template <class T> struct LinearTaps {
-  int32_t first;
-  T weight[2];
-  bool inside[2];
-
-  STNKIT_INLINE LinearTaps(T pixel, int32_t size) {
-    first = floor_index(pixel);
-    const T t = pixel - T(first);
-    weight[0] = T(1) - t;
-    weight[1] = t;
-    inside[0] = (first >= 0) & (first < size);
-    inside[1] = (first >= -1) & (first < size - 1);
-  }
-};
-
 // The samplers work on a tile of n output points at a time, kept as arrays (one entry per
 // point) so that the loops over the points have no branches and vectorise: taps() computes
 // every point's taps from its source point, then each channel plane is gathered, scattered
 // or differentiated over them. Plane offsets are 32-bit (cpp_cpu.supports: < 2^31 pixels).
 
-// V = sum over the 2 x 2 taps q = (x-tap a, y-tap b) of U[q] w_a(x) w_b(y)
+// V = sum over the 2 x 2 taps (i + a, j + b), a, b in {0, 1}, of U[j + b, i + a] w_a(x) w_b(y),
+// with (i, j) = floor(x, y), w_0 = 1 - t, w_1 = t and t the fraction.
+//
+// A tile keeps per point only (i, j), the fractions and the padding slopes; offsets, masks
+// and weights are recomputed where they are used, which costs less than reading them back.
+// The interior case (every tap of every point of the tile inside the image, as for most
+// tiles of a warp that stays on the image) is the same code with the masks compiled out.
 template <class T> struct Bilinear {
   static constexpr bool differentiable = true;  // a gradient reaches the source point
-  // per tap q = 2 a + b: plane offset (0 outside: read there, then dropped), inside, weight
-  std::vector<int32_t> offset[4], inside[4];
-  std::vector<T> weight[4];
-  std::vector<T> wx[2], wy[2], slope_x, slope_y;  // per axis, for the derivative
+  std::vector<int32_t> col, row;  // i, j: the first tap of each axis
+  std::vector<T> fx, fy;          // the fractions t of each axis
+  std::vector<T> slope_x, slope_y;  // d pixel / d normalised source coordinate (padding)
+  int32_t width = 0, height = 0;
+  bool interior = false;  // every tap of the tile inside the image
 
-  explicit Bilinear(int64_t n) {
-    for (int q = 0; q < 4; ++q) offset[q].resize(n), inside[q].resize(n), weight[q].resize(n);
-    for (int a = 0; a < 2; ++a) wx[a].resize(n), wy[a].resize(n);
-    slope_x.resize(n), slope_y.resize(n);
-  }
+  explicit Bilinear(int64_t n) : col(n), row(n), fx(n), fy(n), slope_x(n), slope_y(n) {}
 
   template <Padding padding>
-  void taps(const InputAxis<T>& ax, const InputAxis<T>& ay, const T* __restrict X,
-            const T* __restrict Y, int64_t n) {
-    const int32_t width = int32_t(ax.size);
-    // distinct arrays: __restrict pointers let the loop vectorise without alias checks
-    int32_t *__restrict o0 = offset[0].data(), *__restrict o1 = offset[1].data(),
-            *__restrict o2 = offset[2].data(), *__restrict o3 = offset[3].data();
-    int32_t *__restrict i0 = inside[0].data(), *__restrict i1 = inside[1].data(),
-            *__restrict i2 = inside[2].data(), *__restrict i3 = inside[3].data();
-    T *__restrict w0 = weight[0].data(), *__restrict w1 = weight[1].data(),
-      *__restrict w2 = weight[2].data(), *__restrict w3 = weight[3].data();
-    T *__restrict x0 = wx[0].data(), *__restrict x1 = wx[1].data(), *__restrict y0 = wy[0].data(),
-      *__restrict y1 = wy[1].data(), *__restrict sx = slope_x.data(),
+  void taps(const InputAxis<T> ax, const InputAxis<T> ay, const T* __restrict X,
+            const T* __restrict Y, int64_t n) {  // the axes by value: locals vectorise
+    const int32_t width = this->width = ax.size, height = this->height = ay.size;
+    int32_t *__restrict i = col.data(), *__restrict j = row.data();
+    T *__restrict tx = fx.data(), *__restrict ty = fy.data(), *__restrict sx = slope_x.data(),
       *__restrict sy = slope_y.data();
-    for (int64_t k = 0; k < n; ++k) {
-      const Coordinate<T> cx = ax.template locate<padding, true>(X[k]);
-      const Coordinate<T> cy = ay.template locate<padding, true>(Y[k]);
-      const LinearTaps<T> tx(cx.pixel, ax.size), ty(cy.pixel, ay.size);
-      const int32_t base = ty.first * width + tx.first;  // tap (a, b) at base + b width + a
-      i0[k] = tx.inside[0] & ty.inside[0], o0[k] = i0[k] ? base : 0;
-      i1[k] = tx.inside[0] & ty.inside[1], o1[k] = i1[k] ? base + width : 0;
-      i2[k] = tx.inside[1] & ty.inside[0], o2[k] = i2[k] ? base + 1 : 0;
-      i3[k] = tx.inside[1] & ty.inside[1], o3[k] = i3[k] ? base + width + 1 : 0;
-      w0[k] = tx.weight[0] * ty.weight[0], w1[k] = tx.weight[0] * ty.weight[1];
-      w2[k] = tx.weight[1] * ty.weight[0], w3[k] = tx.weight[1] * ty.weight[1];
-      x0[k] = tx.weight[0], x1[k] = tx.weight[1], y0[k] = ty.weight[0], y1[k] = ty.weight[1];
-      sx[k] = cx.slope, sy[k] = cy.slope;
+    for (int64_t k = 0; k < n; ++k) {  // pixel coordinates, in place of the fractions
+      const Coordinate<T> c = ax.template locate<padding, true>(X[k]);
+      tx[k] = c.pixel, sx[k] = c.slope;
     }
+    for (int64_t k = 0; k < n; ++k) {
+      const Coordinate<T> c = ay.template locate<padding, true>(Y[k]);
+      ty[k] = c.pixel, sy[k] = c.slope;
+    }
+    int32_t outside = 0;  // a first tap outside [0, size - 1) has a tap outside the image
+    for (int64_t k = 0; k < n; ++k) {
+      i[k] = floor_index(tx[k]), j[k] = floor_index(ty[k]);
+      tx[k] = tx[k] - T(i[k]), ty[k] = ty[k] - T(j[k]);
+      outside |= int32_t(uint32_t(i[k]) >= uint32_t(width - 1)) |
+                 int32_t(uint32_t(j[k]) >= uint32_t(height - 1));
+    }
+    interior = outside == 0;
   }
 
-  template <class S> T value(const S* plane, int q, int64_t k) const {
-    const T v = load<T>(plane[offset[q][k]]);
-    return inside[q][k] ? v : T(0);
+  // All bits set if tap (i, j) is inside the image, else 0 (an integer mask, not a bool:
+  // GCC vectorises the selects below only so)
+  template <bool interior> STNKIT_INLINE int32_t inside(int32_t i, int32_t j) const {
+    if constexpr (interior) return -1;
+    return -int32_t((uint32_t(i) < uint32_t(width)) & (uint32_t(j) < uint32_t(height)));
+  }
+
+  // Whether all four taps of first tap (i, j) are inside the image
+  STNKIT_INLINE bool all_inside(int32_t i, int32_t j) const {
+    return (uint32_t(i) < uint32_t(width - 1)) & (uint32_t(j) < uint32_t(height - 1));
+  }
+
+  // U[j, i], 0 outside (read at offset 0 there, then dropped: a NaN there does not leak)
+  template <bool interior, class S>
+  STNKIT_INLINE T value(const S* plane, int32_t i, int32_t j) const {
+    const int32_t in = inside<interior>(i, j);
+    const T v = load<T>(plane[(j * width + i) & in]);
+    return in ? v : T(0);
+  }
+
+  // p[0] += a, p[1] += b as one 2-wide vector operation (same sums, half the memory ops)
+  static STNKIT_INLINE void add_pair(T* p, T a, T b) {
+    typedef T Pair __attribute__((vector_size(2 * sizeof(T))));
+    Pair v;
+    std::memcpy(&v, p, sizeof v);
+    v += Pair{a, b};
+    std::memcpy(p, &v, sizeof v);
+  }
+
+  // U[j, i] += v inside the image (outside: 0 is added to pixel 0)
+  template <bool interior> STNKIT_INLINE void add(T* plane, int32_t i, int32_t j, T v) const {
+    const int32_t in = inside<interior>(i, j);
+    plane[(j * width + i) & in] += in ? v : T(0);
+  }
+
+  template <bool interior, class S>
+  void gather_plane(const S* __restrict plane, S* __restrict out, int64_t n) const {
+    const int32_t *__restrict ci = col.data(), *__restrict cj = row.data();
+    const T *__restrict tx = fx.data(), *__restrict ty = fy.data();
+    for (int64_t k = 0; k < n; ++k) {
+      const int32_t i = ci[k], j = cj[k];
+      const T x1 = tx[k], y1 = ty[k], x0 = T(1) - x1, y0 = T(1) - y1;
+      T v = value<interior>(plane, i, j) * (x0 * y0);
+      v = v + value<interior>(plane, i, j + 1) * (x0 * y1);
+      v = v + value<interior>(plane, i + 1, j) * (x1 * y0);
+      out[k] = Store<S>::from(v + value<interior>(plane, i + 1, j + 1) * (x1 * y1));
+    }
   }
 
   template <class S> void gather(const S* plane, S* out, int64_t n) const {
-    for (int64_t k = 0; k < n; ++k) {
-      T v = value(plane, 0, k) * weight[0][k];
-      v = v + value(plane, 1, k) * weight[1][k];
-      v = v + value(plane, 2, k) * weight[2][k];
-      out[k] = Store<S>::from(v + value(plane, 3, k) * weight[3][k]);
+    interior ? gather_plane<true>(plane, out, n) : gather_plane<false>(plane, out, n);
+  }
+
+  // The backward over one channel plane, in one pass over the points:
+  //   to_input: dL/dU[tap] += w_tap dL/dV into gin (also where w_tap is 0: a NaN/Inf dL/dV
+  //             reaches every tap inside the image);
+  //   to_point: sums[2 a + b][k] += U[j + b, i + a] dL/dV (summed over the channels; gradient()
+  //             applies the weights' derivatives).
+  // Scalar code (a scatter): a branch per point takes the interior case where it can. The
+  // even points go first, then the odd ones: neighbouring points share taps, and their
+  // read-modify-writes of one pixel back to back would wait on each other.
+  template <bool interior, bool to_input, bool to_point, class S>
+  void backward_plane(const S* __restrict plane, const S* __restrict grad, T* __restrict gin,
+                      int64_t n, T* const sums[4]) const {
+    for (int64_t parity = 0; parity < 2; ++parity)
+      for (int64_t k = parity; k < n; k += 2) {
+        if (interior || all_inside(col[k], row[k]))
+          backward_point<true, to_input, to_point>(plane, grad, gin, k, sums);
+        else
+          backward_point<false, to_input, to_point>(plane, grad, gin, k, sums);
+      }
+  }
+
+  template <bool interior, bool to_input, bool to_point, class S>
+  STNKIT_INLINE void backward_point(const S* plane, const S* grad, T* gin, int64_t k,
+                                    T* const sums[4]) const {
+    const int32_t i = col[k], j = row[k];
+    const T e = load<T>(grad[k]);
+    if constexpr (to_point) {
+      sums[0][k] += value<interior>(plane, i, j) * e;
+      sums[1][k] += value<interior>(plane, i, j + 1) * e;
+      sums[2][k] += value<interior>(plane, i + 1, j) * e;
+      sums[3][k] += value<interior>(plane, i + 1, j + 1) * e;
+    }
+    if constexpr (to_input) {
+      const T x1 = fx[k], y1 = fy[k], x0 = T(1) - x1, y0 = T(1) - y1;
+      if constexpr (interior) {  // taps (i, j), (i + 1, j) are neighbours: one 2-wide add
+        add_pair(gin + j * width + i, e * (x0 * y0), e * (x1 * y0));
+        add_pair(gin + (j + 1) * width + i, e * (x0 * y1), e * (x1 * y1));
+      } else {
+        add<interior>(gin, i, j, e * (x0 * y0));
+        add<interior>(gin, i, j + 1, e * (x0 * y1));
+        add<interior>(gin, i + 1, j, e * (x1 * y0));
+        add<interior>(gin, i + 1, j + 1, e * (x1 * y1));
+      }
     }
   }
 
-  // dL/dU[q] += w_q dL/dV (also where w_q is 0: a NaN/Inf dL/dV reaches every tap inside
-  // the image); a tap outside adds 0 to pixel 0
-  template <class S> void scatter(T* plane, const S* grad, int64_t n) const {
-    for (int64_t k = 0; k < n; ++k) {
-      const T e = load<T>(grad[k]);
-      for (int q = 0; q < 4; ++q) plane[offset[q][k]] += inside[q][k] ? e * weight[q][k] : T(0);
-    }
+  // gin != nullptr: to_input; sums != nullptr: to_point
+  template <class S>
+  void backward(const S* plane, const S* grad, T* gin, int64_t n, T* const* sums) const {
+    if (gin && sums) backward_as<true, true>(plane, grad, gin, n, sums);
+    else if (gin) backward_as<true, false>(plane, grad, gin, n, sums);
+    else if (sums) backward_as<false, true>(plane, grad, gin, n, sums);
   }
-
-  // sums[q][k] += U[q] dL/dV, summed over the channels; gradient() applies the weights'
-  // derivatives
-  template <class S> void tap_sums(const S* plane, const S* grad, int64_t n, T* sums[4]) const {
-    for (int q = 0; q < 4; ++q)
-      for (int64_t k = 0; k < n; ++k) sums[q][k] += value(plane, q, k) * load<T>(grad[k]);
+  template <bool to_input, bool to_point, class S>
+  void backward_as(const S* plane, const S* grad, T* gin, int64_t n, T* const* sums) const {
+    if (interior) backward_plane<true, to_input, to_point>(plane, grad, gin, n, sums);
+    else backward_plane<false, to_input, to_point>(plane, grad, gin, n, sums);
   }
 
   // dL/d(X, Y) (normalised): d w_a(x) / dx = -1, +1, then through the padding (slope)
-  void gradient(T* const sums[4], int64_t n, T* eX, T* eY) const {
+  void gradient(T* const sums[4], int64_t n, T* __restrict eX, T* __restrict eY) const {
+    const T *__restrict s0 = sums[0], *__restrict s1 = sums[1], *__restrict s2 = sums[2],
+            *__restrict s3 = sums[3];
+    const T *__restrict tx = fx.data(), *__restrict ty = fy.data(),
+            *__restrict sx = slope_x.data(), *__restrict sy = slope_y.data();
     for (int64_t k = 0; k < n; ++k) {
-      T gx = -(sums[0][k] * wy[0][k]);
-      gx = gx - sums[1][k] * wy[1][k];
-      gx = gx + sums[2][k] * wy[0][k];
-      gx = gx + sums[3][k] * wy[1][k];
-      T gy = -(sums[0][k] * wx[0][k]);
-      gy = gy + sums[1][k] * wx[0][k];
-      gy = gy - sums[2][k] * wx[1][k];
-      gy = gy + sums[3][k] * wx[1][k];
-      eX[k] = gx * slope_x[k];
-      eY[k] = gy * slope_y[k];
+      const T x1 = tx[k], y1 = ty[k], x0 = T(1) - x1, y0 = T(1) - y1;
+      T gx = -(s0[k] * y0);
+      gx = gx - s1[k] * y1;
+      gx = gx + s2[k] * y0;
+      gx = gx + s3[k] * y1;
+      T gy = -(s0[k] * x0);
+      gy = gy + s1[k] * x0;
+      gy = gy - s2[k] * x1;
+      gy = gy + s3[k] * x1;
+      eX[k] = gx * sx[k];
+      eY[k] = gy * sy[k];
     }
   }
 };
@@ -238,8 +304,11 @@ template <class T> struct Nearest {
     }
   }
 
-  template <class S> void scatter(T* plane, const S* grad, int64_t n) const {
-    for (int64_t k = 0; k < n; ++k) plane[offset[k]] += inside[k] ? load<T>(grad[k]) : T(0);
+  // dL/dU[tap] += dL/dV into gin (sums: unused, nothing reaches the source point)
+  template <class S>
+  void backward(const S*, const S* grad, T* gin, int64_t n, T* const*) const {
+    if (gin)
+      for (int64_t k = 0; k < n; ++k) gin[offset[k]] += inside[k] ? load<T>(grad[k]) : T(0);
   }
 };
 

@@ -87,7 +87,8 @@ def auto_backend(input: Tensor, theta: Tensor, *, transform: str = "affine",
     so code that stores results (the dataset caches of :mod:`stnkit.data`) records it.
 
     >>> import torch
-    >>> auto_backend(torch.zeros(1, 1, 4, 4), torch.eye(2, 3)[None]) in BACKENDS
+    >>> from stnkit.ops import auto_backend
+    >>> auto_backend(torch.zeros(1, 1, 4, 4), torch.eye(2, 3)[None]) in ("cpp", "numba", "torch")
     True
     """
     kernel_theta = (tps_weights(theta.to(compute_dtype(input, theta)))

@@ -7,8 +7,8 @@
 // x, y the input pixel coordinates of the output point. Per axis: InputAxis::locate turns a
 // normalised source coordinate into a padded pixel coordinate and d pixel / d normalised
 // (padding, sub-gradients and non-finite rules below); Bilinear / Nearest hold the taps of
-// a tile of points, and gather (forward) or
-// scatter (grad_input) and differentiate (grad of the source point) over one channel plane.
+// a tile of points, gather over one channel plane (forward), and scatter into grad_input and
+// sum for the grad of the source point in one backward pass over a plane.
 // A tap outside the image contributes nothing (its read, if any, is dropped).
 #pragma once
 

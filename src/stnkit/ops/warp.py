@@ -91,9 +91,15 @@ def auto_backend(input: Tensor, theta: Tensor, *, transform: str = "affine",
     >>> auto_backend(torch.zeros(1, 1, 4, 4), torch.eye(2, 3)[None]) in ("cpp", "numba", "torch")
     True
     """
-    kernel_theta = (tps_weights(theta.to(compute_dtype(input, theta)))
-                    if transform == "tps" else theta)
-    return _auto_kernel(input, kernel_theta, transform, mode, padding_mode)[0]
+    return _auto_kernel(input, _kernel_theta(input, theta, transform), transform, mode,
+                        padding_mode)[0]
+
+
+def _kernel_theta(input: Tensor, theta: Tensor, transform: str) -> Tensor:
+    """theta as the kernel backends take it: a TPS as its spline weights over the default
+    lattice, solved in the compute dtype (a float64 image with float32 points: in float64, as
+    the grid); other transforms unchanged."""
+    return tps_weights(theta.to(compute_dtype(input, theta))) if transform == "tps" else theta
 
 
 def _load_kernel(backend: str) -> tuple[ModuleType | None, str | None]:
@@ -179,10 +185,8 @@ def warp(input: Tensor, theta: Tensor, *, transform: str = "affine", size=None,
         deterministic = torch.are_deterministic_algorithms_enabled()
 
     if backend != "torch":
-        # kernel backends take a TPS as its spline weights over the default lattice, solved
-        # in the compute dtype (a float64 image with float32 points: in float64, as the grid)
-        kernel_theta = (tps_weights(theta.to(compute_dtype(input, theta)))
-                        if transform == "tps" and dst_points is None else theta)
+        kernel_theta = (_kernel_theta(input, theta, transform) if dst_points is None
+                        else theta)
         if backend == "auto":
             _, module = (_auto_kernel(input, kernel_theta, transform, mode, padding_mode)
                          if dst_points is None else ("torch", None))

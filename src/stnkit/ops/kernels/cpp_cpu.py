@@ -70,7 +70,7 @@ from stnkit.ops._precision import compute_dtype
 from stnkit.ops.kernels._geometry import axes_coefficients
 from stnkit.ops.kernels._library import register
 
-__all__ = ["LIBRARY", "supports", "warp"]
+__all__ = ["LIBRARIES", "VARIANT", "supports", "warp"]
 
 LIBRARIES = {
     "avx2": Path(__file__).with_name("_cpu_warp_avx2.so.1"),
@@ -80,7 +80,6 @@ LIBRARIES = {
 the same sources compiled for x86-64 with AVX2 (``-mavx2``: 8-wide vector loops and
 gathers), and for the baseline of the platform. ``-ffp-contract=off`` in both: no fused
 multiply-adds, so both give the same bits (tested)."""
-LIBRARY = LIBRARIES["baseline"]
 
 
 def _variant() -> str:

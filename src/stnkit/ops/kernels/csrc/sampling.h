@@ -135,14 +135,13 @@ template <class T> struct Bilinear {
       const Coordinate<T> c = ay.template locate<padding, true>(Y[k]);
       ty[k] = c.pixel, sy[k] = c.slope;
     }
-    int32_t outside = 0;  // a first tap outside [0, size - 1) has a tap outside the image
+    int32_t all_in = 1;  // every point's four taps inside the image
     for (int64_t k = 0; k < n; ++k) {
       i[k] = floor_index(tx[k]), j[k] = floor_index(ty[k]);
       tx[k] = tx[k] - T(i[k]), ty[k] = ty[k] - T(j[k]);
-      outside |= int32_t(uint32_t(i[k]) >= uint32_t(width - 1)) |
-                 int32_t(uint32_t(j[k]) >= uint32_t(height - 1));
+      all_in &= int32_t(all_inside(i[k], j[k], width, height));
     }
-    interior = outside == 0;
+    interior = all_in != 0;
   }
 
   // All bits set if tap (i, j) is inside the image, else 0 (an integer mask, not a bool:
@@ -152,8 +151,9 @@ template <class T> struct Bilinear {
     return -int32_t((uint32_t(i) < uint32_t(width)) & (uint32_t(j) < uint32_t(height)));
   }
 
-  // Whether all four taps of first tap (i, j) are inside the image
-  STNKIT_INLINE bool all_inside(int32_t i, int32_t j) const {
+  // Whether all four taps of first tap (i, j) are inside a width x height image (the first
+  // tap in [0, size - 1) on both axes); the sizes as arguments keep taps()' loop on locals
+  static STNKIT_INLINE bool all_inside(int32_t i, int32_t j, int32_t width, int32_t height) {
     return (uint32_t(i) < uint32_t(width - 1)) & (uint32_t(j) < uint32_t(height - 1));
   }
 
@@ -211,7 +211,7 @@ template <class T> struct Bilinear {
                       int64_t n, T* const sums[4]) const {
     for (int64_t parity = 0; parity < 2; ++parity)
       for (int64_t k = parity; k < n; k += 2) {
-        if (interior || all_inside(col[k], row[k]))
+        if (interior || all_inside(col[k], row[k], width, height))
           backward_point<true, to_input, to_point>(plane, grad, gin, k, sums);
         else
           backward_point<false, to_input, to_point>(plane, grad, gin, k, sums);

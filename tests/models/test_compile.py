@@ -126,7 +126,11 @@ def test_training_step_compiles_with_the_operators(name):
     # doubles the compile time
     step_backend = "aot_eager" if name == "st-cnn-aff" else None
     compiled = _train(model, x, y, steps=2, compile_with=rec, step_backend=step_backend)
-    _check_equal(eager, compiled, name, 1e-5)
+    # float32 rounding: the compiled graph may order sums differently; Adam's first steps
+    # move a parameter by about lr whatever its gradient's size, so a rounding-sized change of
+    # a tiny gradient shows. Measured: up to 3e-6 on an AVX2 CPU, 1.9e-5 (st-cnn-tps) on an
+    # AVX-512 one (torch's kernels differ by CPU capability); a wrong gradient is off by O(1)
+    _check_equal(eager, compiled, name, 1e-4)
     n = _kernel_transformers(model)
     fw = rec.count("forward", auto_ops.FORWARD)
     bw = rec.count("backward", auto_ops.BACKWARD)

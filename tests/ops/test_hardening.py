@@ -56,8 +56,6 @@ def test_warp_empty_batch_and_channels(backend, transform, shape):
     forward and backward, with the same shapes as the torch path."""
     if backend == "numba" and transform == "tps":
         pytest.skip("numba kernels: affine and projective only")
-    if backend == "cpp" and transform == "affine3d":
-        pytest.skip("cpp kernels: 2-D only")
     dims = 3 if transform == "affine3d" else 2
     kind = "affine" if transform == "affine3d" else transform
     b, c = shape
@@ -275,8 +273,6 @@ def test_nonfinite_pixels_follow_grid_sample(backend, dims, knots):
     """The class of issue 12 item 1: NaN / +-Inf pixels at random places, random thetas,
     every mode and padding: the same NaN / Inf places as grid_sample in the output and
     grad_input, and grad theta non-finite at the same places."""
-    if backend == "cpp" and dims == 3:
-        pytest.skip("cpp kernels: 2-D only")
     modes = ["bilinear", "nearest"] + (["bicubic"] if dims == 2 and backend == "torch" else [])
     for seed in range(4):
         for mode in modes:

@@ -6,15 +6,16 @@ padding_mode, align_corners, deterministic)``):
 
 - ``"torch"``: ``affine_grid`` / ``projective_grid`` / ``tps_grid`` + ``stnkit.ops.sample``;
   supports everything ``sample`` does (any device).
-- ``"cpp"``: ``stnkit.ops.kernels.cpp_cpu`` (fused CPU kernels in C++, 2-D: affine,
-  projective and TPS; built at install time, optional; on torch's own OpenMP threads).
+- ``"cpp"``: ``stnkit.ops.kernels.cpp_cpu`` (fused CPU kernels in C++: 2-D affine,
+  projective and TPS, 3-D affine; built at install time, optional; on torch's own OpenMP
+  threads).
 - ``"numba"``: ``stnkit.ops.kernels.numba_cpu`` (fused CPU kernels, 2-D and 3-D affine,
   projective).
 - ``"triton"``: ``stnkit.ops.kernels.triton_gpu`` (fused CUDA kernels).
-- ``"auto"``: CPU tensors -> cpp, else numba (3-D); CUDA tensors -> triton; the first kernel
-  module that imports and supports the call, otherwise torch. (cpp first: on torch's own
-  threads it is the faster one inside a network at every 2-D shape measured, and it needs no
-  compilation at the first call; ``benchmarks/warp.py``, ``docs/speed.md``. The order is
+- ``"auto"``: CPU tensors -> cpp (numba where the C++ kernels were not built); CUDA tensors
+  -> triton; the first kernel module that imports and supports the call, otherwise torch.
+  (cpp first: on torch's own threads it is the faster one inside a network at every shape
+  measured, and it needs no compilation at the first call; ``benchmarks/warp.py``, ``docs/speed.md``. The order is
   ``_AUTO``.) An explicit kernel backend that is not installed or does not support the call
   raises ValueError with the reason.
 

@@ -1,7 +1,7 @@
 """cpp_cpu: the fused C++ CPU kernels against the torch path (= F.grid_sample semantics).
 
-Forward and both gradients for every transform (affine, projective, TPS) x mode x padding x
-align_corners, float64 (1e-10) and float32; 16-bit images; gradcheck; NaN / Inf / outside
+Forward and both gradients for every transform (affine, projective, TPS; affine on volumes)
+x mode x padding x align_corners, float64 (1e-10) and float32; 16-bit images; gradcheck; NaN / Inf / outside
 thetas; long rows (tile segments) and many rows (row groups); the work plans and their
 determinism; the shared OpenMP runtime. Thetas keep every sample point ``MARGIN`` pixels away
 from knots and ties where the dtype's rounding could move it across one.
@@ -336,8 +336,7 @@ def test_non_finite_pixels_and_gradients(pad):
 
 
 def test_huge_finite_coordinates():
-    check_huge_finite_coordinates(lambda x, t, kind, *a: _cpp(x, t, "affine", *a)
-                                  if kind == "affine" else _torch(x, t, "affine", *a))
+    check_huge_finite_coordinates(lambda x, t, kind, *a: _cpp(x, t, "affine", *a))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,8 +451,13 @@ def test_supports_reasons():
                             padding_mode="zeros") is None
     assert "bicubic" in cpp_cpu.supports(x, theta, transform="affine", mode="bicubic",
                                          padding_mode="zeros")
-    assert "2-D" in cpp_cpu.supports(x[None], torch.eye(3, 4)[None], transform="affine",
-                                     mode="bilinear", padding_mode="zeros")
+    v = torch.randn(1, 1, 3, 4, 4)
+    assert cpp_cpu.supports(v, torch.eye(3, 4)[None], transform="affine", mode="bilinear",
+                            padding_mode="zeros") is None
+    assert "volumes" in cpp_cpu.supports(v, torch.eye(3)[None], transform="projective",
+                                         mode="bilinear", padding_mode="zeros")
+    assert "images" in cpp_cpu.supports(x[0], theta, transform="affine", mode="bilinear",
+                                        padding_mode="zeros")
 
 
 def test_registered_operator():
@@ -491,3 +495,177 @@ def test_compiles_fullgraph_with_the_operator():
     eager.sum().backward()
     out.sum().backward()
     close(tc.grad, ti.grad, 1e-6, "compiled grad theta")
+
+
+# ---------------------------------------------------------------------------------------------
+# volumes: 3-D affine, trilinear and nearest (the same driver, Affine3D and Trilinear)
+# ---------------------------------------------------------------------------------------------
+
+
+def _volume_theta(batch, in_size, size, align, dtype, seed=0):
+    return theta_away_from_knots("affine3d", batch, in_size, size, align, dtype, seed)
+
+
+def _both3(mode, pad, align, dtype, *, shape=(2, 3, 5, 6, 7), size=(4, 6, 5), seed=0,
+           theta=None, need=(True, True)):
+    if theta is None:
+        theta = _volume_theta(shape[0], shape[2:], size, align, dtype, seed)
+    return _both("affine", mode, pad, align, dtype, shape=shape, size=size, seed=seed,
+                 theta=theta, need=need)
+
+
+@pytest.mark.parametrize("dtype, channels", [(F64, 1), (F64, 4), (F32, 2)])
+@pytest.mark.parametrize("align", [False, True])
+@pytest.mark.parametrize("pad", PADS)
+@pytest.mark.parametrize("mode", MODES)
+def test_volumes_match_torch(mode, pad, align, dtype, channels):
+    res, ref = _both3(mode, pad, align, dtype, shape=(2, channels, 5, 6, 7))
+    assert res[0].dtype == dtype and res[1].dtype == dtype and res[2].dtype == dtype
+    check_against(res, ref, mode, TOL[dtype])
+
+
+def _zoom_theta3(batch, zoom, shift):
+    """As _zoom_theta, for volumes."""
+    a = torch.tensor([[zoom, 0.03, -0.02, shift], [-0.02, zoom, 0.01, shift],
+                      [0.02, -0.01, zoom, shift]], dtype=F64).repeat(batch, 1, 1)
+    return a + 0.01 * torch.randn(batch, 3, 4, dtype=F64, generator=gen(batch))
+
+
+@pytest.mark.parametrize("zoom, shift", [(0.6, 0.0), (0.8, 0.35), (1.3, 0.0)])
+def test_volume_interior_and_edge_tiles(zoom, shift):
+    """Tiles of 51 rows that run over several slices, all inside / partly / mostly outside the
+    volume, every padding."""
+    shape, size = (2, 2, 12, 14, 16), (10, 12, 20)
+    theta = _zoom_theta3(shape[0], zoom, shift)
+    for pad in PADS:
+        res, ref = _both3("bilinear", pad, False, F64, shape=shape, size=size, theta=theta)
+        check_against(res, ref, "bilinear", 1e-10)
+
+
+@pytest.mark.parametrize("size", [(3, 2, 1100), (60, 60, 20)])
+def test_volume_long_rows_and_many_row_groups(size):
+    """Rows longer than a tile (segments), and more tile rows than row groups (rows of
+    several slices in one group); random points (see test_long_and_many_rows)."""
+    theta = raw_theta("affine3d", 2, 1, 0.25)
+    res, ref = _both3("bilinear", "reflection", False, F64, shape=(2, 2, 5, 6, 7), size=size,
+                      theta=theta)
+    check_against(res, ref, "bilinear", 1e-10)
+
+
+@pytest.mark.parametrize("pad", PADS)
+def test_volume_gradcheck(pad):
+    x = torch.randn(1, 2, 3, 4, 5, dtype=F64, generator=gen(0), requires_grad=True)
+    theta = _volume_theta(1, (3, 4, 5), (2, 3, 4), False, F64, 5).requires_grad_()
+    fn = lambda a, t: _cpp(a, t, "affine", (2, 3, 4), "bilinear", pad, False)
+    assert torch.autograd.gradcheck(fn, (x, theta), eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("need", [(True, False), (False, True)])
+def test_volume_partial_gradients(need):
+    (_, gx, gt), (_, rgx, rgt) = _both3("bilinear", "border", True, F64, need=need)
+    check_partial((gx, gt), (rgx, rgt), need)
+
+
+@pytest.mark.parametrize("pad", PADS)
+def test_volume_identity(pad):
+    """Identity theta with align_corners is identity, with the torch path's sub-gradients."""
+    x = torch.randn(2, 2, 4, 5, 3, dtype=F64, generator=gen(2))
+    theta = torch.eye(3, 4, dtype=F64).repeat(2, 1, 1)
+    g = torch.randn(x.shape, dtype=F64, generator=gen(3))
+    res, ref = [_grads(fn, x, theta, g, "affine", (4, 5, 3), "bilinear", pad, True)
+                for fn in (_cpp, _torch)]
+    assert torch.equal(res[0], x), "identity is not identity"
+    check_against(res, ref, "bilinear", 1e-12)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("pad", PADS)
+def test_volume_wild_thetas(pad, mode):
+    """A rotation, all outside, a NaN row, an Inf entry; NaN and Inf voxels."""
+    theta = raw_theta("affine3d", 4, 9, 0.2)
+    theta[1, :, 3] = torch.tensor([4.0, -3.5, 2.0], dtype=F64)
+    theta[2, 1] = float("nan")
+    theta[3, 2, 0] = float("inf")
+    x = torch.randn(4, 2, 5, 6, 7, dtype=F64, generator=gen(11))
+    x[0, 1, 2, 3, 3] = float("nan")
+    x[0, 0, :, 0, :] = float("inf")
+    g = torch.randn(4, 2, 4, 5, 6, dtype=F64, generator=gen(12))
+    res, ref = [_grads(fn, x, theta, g, "affine", (4, 5, 6), mode, pad, False)
+                for fn in (_cpp, _torch)]
+    for a, b, what in zip(res, ref, ("output", "grad input", "grad theta")):
+        close(a, b, 1e-10, what, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_volume_half_images(dtype):
+    """As test_half_images."""
+    x = torch.randn(2, 3, 5, 6, 7, generator=gen(21)).to(dtype)
+    theta = _volume_theta(2, (5, 6, 7), (4, 6, 5), False, F32, 4)
+    g = torch.randn(2, 3, 4, 6, 5, generator=gen(22)).to(dtype)
+    res, ref = [_grads(fn, x, theta, g, "affine", (4, 6, 5), "bilinear", "zeros", False)
+                for fn in (_cpp, _torch)]
+    eps = torch.finfo(dtype).eps
+    for a, b, what in zip(res[:2], ref[:2], ("output", "grad input")):
+        assert a.dtype == dtype, what
+        err = (a.double() - b.double()).abs()
+        assert (err <= eps * b.double().abs() + 1e-6).all(), f"{what}: {err.max().item()=}"
+    close(res[2], ref[2], 1e-4, "grad theta")
+
+
+@pytest.mark.skipif(not all(p.exists() for p in cpp_cpu.LIBRARIES.values()),
+                    reason="one build only (not x86-64)")
+@pytest.mark.parametrize("dtype", [F32, F64, torch.bfloat16])
+def test_volume_builds_give_the_same_bits(dtype):
+    shape, size = (2, 2, 12, 14, 16), (10, 12, 20)
+    x = torch.randn(shape, dtype=F64, generator=gen(7)).to(dtype)
+    g = torch.randn(shape[0], shape[1], *size, dtype=F64, generator=gen(8)).to(dtype)
+    for zoom, shift in [(0.6, 0.0), (0.8, 0.35)]:
+        theta = _zoom_theta3(shape[0], zoom, shift).to(F64 if dtype == F64 else F32)
+        for mode, pad in [("bilinear", "zeros"), ("bilinear", "reflection"),
+                          ("nearest", "border")]:
+            args = (x, theta, g, "affine", size, mode, pad, False)
+            for a, b in zip(_run_with("avx2", *args), _run_with("baseline", *args)):
+                assert torch.equal(a, b), (zoom, mode, pad)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_volume_deterministic_bits(batch):
+    """As test_deterministic_bits: private buffers at 2 threads with 1 volume."""
+    size = (9, 10, 11)
+    x = torch.randn(batch, 2, 8, 9, 10, generator=gen(31))
+    theta = raw_theta("affine3d", batch, 6, 0.25).to(F32)
+    g = torch.randn(batch, 2, *size, generator=gen(32))
+    before = torch.get_num_threads()
+    runs = []
+    try:
+        for threads, det in [(2, False), (2, False), (1, True), (2, True)]:
+            torch.set_num_threads(threads)
+            runs.append(_grads(_cpp, x, theta, g, "affine", size, "bilinear", "zeros", False,
+                               det))
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(runs[0], runs[1]):
+        assert torch.equal(a, b), "two runs at 2 threads differ"
+    for a, b in zip(runs[2], runs[3]):
+        assert torch.equal(a, b), "deterministic: 1 and 2 threads differ"
+    for a, b in zip(runs[0], runs[2]):
+        close(a, b, 1e-5, "plans")
+
+
+def test_volume_batch_equals_per_sample():
+    x = torch.randn(3, 2, 4, 5, 6, dtype=F64, generator=gen(1))
+    theta = _volume_theta(3, (4, 5, 6), (3, 6, 4), False, F64, 3)
+    out = _cpp(x, theta, "affine", (3, 6, 4), "bilinear", "zeros", False)
+    for b in range(3):
+        one = _cpp(x[b:b + 1], theta[b:b + 1], "affine", (3, 6, 4), "bilinear", "zeros", False)
+        assert torch.equal(one, out[b:b + 1]), f"sample {b} differs from its batch result"
+
+
+def test_auto_runs_cpp_for_volumes():
+    from stnkit.ops import auto_backend, warp
+
+    x = torch.randn(2, 3, 5, 6, 7, dtype=F32, generator=gen(12))
+    theta = _volume_theta(2, (5, 6, 7), (4, 6, 5), False, F32)
+    assert auto_backend(x, theta) == "cpp"
+    a = warp(x, theta, size=(4, 6, 5))
+    assert torch.equal(a, _cpp(x, theta, "affine", (4, 6, 5), "bilinear", "zeros", False))

@@ -1,8 +1,9 @@
 """Fused CPU warp kernels in C++ (``csrc/``): the sampling grid is never materialised.
 
-2-D only: affine (B, 2, 3), projective (B, 3, 3) and thin-plate-spline transforms (theta:
-the spline weights (B, K + 3, 2) over the default lattice, ``stnkit.ops.grids.tps_weights``);
-bilinear and nearest sampling; zeros / border / reflection padding; both ``align_corners``;
+Images (B, C, H, W): affine (B, 2, 3), projective (B, 3, 3) and thin-plate-spline transforms
+(theta: the spline weights (B, K + 3, 2) over the default lattice,
+``stnkit.ops.grids.tps_weights``); volumes (B, C, D, H, W): affine (B, 3, 4); bilinear
+(trilinear) and nearest sampling; zeros / border / reflection padding; both ``align_corners``;
 float16, bfloat16, float32 and float64 images and theta in any mix. Same results as the
 ``"torch"`` backend (``_library.torch_path``: grid generator + ``stnkit.ops.sample``, i.e.
 ``F.grid_sample`` semantics with stnkit's rules for NaN/Inf and w <= 0 points, the near-knot
@@ -10,9 +11,10 @@ snapping and the sub-gradients of ``stnkit.ops.sample``), up to float rounding.
 
 The C++ reads like the mathematics: ``geometry.h`` gives each transform family's source
 point of an output pixel (and accumulates dL/dtheta from dL/d source point: the affine
-grid's six sums, the homography's quotient rule, the spline's basis sums), ``sampling.h``
-the sampler (padding per axis, bilinear / nearest taps, gather, scatter, derivative), and
-``cpu_warp.cpp`` the loops over output tiles and images and the work plans.
+grid's sums, the homography's quotient rule, the spline's basis sums), ``sampling.h`` the
+sampler (padding per axis, bilinear / trilinear / nearest taps, gather, scatter, derivative),
+and ``cpu_warp.cpp`` the loops over output tiles and images and the work plans, the same for
+images and volumes (the rows of a volume are its slices' rows, one after the other).
 
 Precision (``stnkit.ops._precision``): computed in float64 when the image or theta is
 float64, else float32. 16-bit images are read as they are stored (no widened copy) and the
@@ -92,6 +94,7 @@ def _variant() -> str:
 
 
 _TRANSFORMS = {"affine": 0, "projective": 1, "tps": 2}
+_AFFINE_3D = 3  # "affine" on a volume
 _MODES = {"bilinear": 0, "nearest": 1}
 _PADS = {"zeros": 0, "border": 1, "reflection": 2}
 _DTYPES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
@@ -103,7 +106,8 @@ class _Call(ctypes.Structure):
 
     _fields_ = [
         ("batch", ctypes.c_int64), ("channels", ctypes.c_int64),
-        ("in_height", ctypes.c_int64), ("in_width", ctypes.c_int64),
+        ("in_depth", ctypes.c_int64), ("in_height", ctypes.c_int64),
+        ("in_width", ctypes.c_int64), ("out_depth", ctypes.c_int64),
         ("out_height", ctypes.c_int64), ("out_width", ctypes.c_int64),
         ("control_points", ctypes.c_int64),
         ("transform", ctypes.c_int32), ("mode", ctypes.c_int32),
@@ -113,8 +117,10 @@ class _Call(ctypes.Structure):
         ("need_input", ctypes.c_int32), ("need_theta", ctypes.c_int32),
         ("out_x_a", ctypes.c_double), ("out_x_b", ctypes.c_double),
         ("out_y_a", ctypes.c_double), ("out_y_b", ctypes.c_double),
+        ("out_z_a", ctypes.c_double), ("out_z_b", ctypes.c_double),
         ("in_x_scale", ctypes.c_double), ("in_x_shift", ctypes.c_double),
         ("in_y_scale", ctypes.c_double), ("in_y_shift", ctypes.c_double),
+        ("in_z_scale", ctypes.c_double), ("in_z_shift", ctypes.c_double),
         ("theta", ctypes.c_void_p), ("lattice", ctypes.c_void_p),
         ("input", ctypes.c_void_p), ("output", ctypes.c_void_p),
         ("grad_output", ctypes.c_void_p), ("grad_input", ctypes.c_void_p),
@@ -157,10 +163,11 @@ def supports(input: Tensor, theta: Tensor, *, transform: str, mode: str,
     if input.dtype not in _DTYPES or theta.dtype not in _DTYPES:
         return f"the C++ kernels take float16 / bfloat16 / float32 / float64 images and " \
                f"theta (got {input.dtype}, {theta.dtype})"
-    if input.dim() != 4:
-        return "the C++ kernels are 2-D only (input (B, C, H, W))"
     if transform not in _TRANSFORMS:
         return f"unknown transform {transform!r}"
+    if input.dim() != 4 and not (input.dim() == 5 and transform == "affine"):
+        return "the C++ kernels take images (B, C, H, W), and volumes (B, C, D, H, W) for " \
+               "affine transforms"
     if mode not in _MODES:
         return f"mode {mode!r} runs on the torch backend (cpp: bilinear, nearest)"
     if padding_mode not in _PADS:
@@ -200,9 +207,13 @@ def _call(input: Tensor, theta: Tensor, size, transform: str, mode: str, padding
           align: bool, deterministic: bool) -> tuple[_Call, list[Tensor]]:
     """The call record of everything forward and backward share, and the tensors it points
     into (kept alive by the caller)."""
-    B, C, H, W = input.shape
-    Ho, Wo = size
-    (xa, xb, xs, _), (ya, yb, ys, _) = axes_coefficients(tuple(size), (H, W), align)
+    B, C, *spatial = input.shape
+    volume = len(spatial) == 3
+    D, H, W = spatial if volume else (1, *spatial)
+    Do, Ho, Wo = size if volume else (1, *size)
+    axes = axes_coefficients(tuple(size), tuple(spatial), align)  # x, y[, z]
+    (xa, xb, xs, _), (ya, yb, ys, _) = axes[:2]
+    za, zb, zs, _ = axes[2] if volume else (0.0, 0.0, 0.0, 0.0)
     shift = 0.0 if align else -0.5  # pixel = (X + 1) * scale + shift, as stnkit.ops.sample
     theta64 = theta.detach().to(torch.float64).contiguous()
     keep = [theta64]
@@ -214,13 +225,15 @@ def _call(input: Tensor, theta: Tensor, size, transform: str, mode: str, padding
         lattice = tps_lattice(k, dtype=torch.float64)
         keep.append(lattice)
     call = _Call(
-        batch=B, channels=C, in_height=H, in_width=W, out_height=Ho, out_width=Wo,
-        control_points=k, transform=_TRANSFORMS[transform], mode=_MODES[mode],
+        batch=B, channels=C, in_depth=D, in_height=H, in_width=W, out_depth=Do,
+        out_height=Ho, out_width=Wo, control_points=k,
+        transform=_AFFINE_3D if volume else _TRANSFORMS[transform], mode=_MODES[mode],
         padding=_PADS[padding_mode], align_corners=int(align),
         storage=_DTYPES[input.dtype], compute=_DTYPES[compute_dtype(input, theta)],
         threads=max(1, torch.get_num_threads()), deterministic=int(deterministic),
-        out_x_a=xa, out_x_b=xb, out_y_a=ya, out_y_b=yb,
+        out_x_a=xa, out_x_b=xb, out_y_a=ya, out_y_b=yb, out_z_a=za, out_z_b=zb,
         in_x_scale=xs, in_x_shift=shift, in_y_scale=ys, in_y_shift=shift,
+        in_z_scale=zs, in_z_shift=shift,
         theta=_ptr(theta64), lattice=_ptr(lattice))
     return call, keep
 

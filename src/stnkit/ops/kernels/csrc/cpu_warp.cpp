@@ -1,10 +1,11 @@
-// Fused CPU warp (grid generator + sampler, the grid never materialised), 2-D: affine,
-// projective and thin-plate-spline transforms; bilinear and nearest sampling; zeros, border
-// and reflection padding. Loaded with ctypes by stnkit/ops/kernels/cpp_cpu.py, which
+// Fused CPU warp (grid generator + sampler, the grid never materialised): 2-D affine,
+// projective and thin-plate-spline transforms, 3-D affine; bilinear (trilinear) and nearest
+// sampling; zeros, border and reflection padding. Loaded with ctypes by stnkit/ops/kernels/cpp_cpu.py, which
 // describes the semantics, the precision policy and the work plans; the pieces:
 //
 //   geometry.h  transform families: output tile -> normalised source points, and back
-//   sampling.h  padding per axis, bilinear / nearest taps, gather / scatter / derivative
+//   sampling.h  padding per axis, bilinear / trilinear / nearest taps, gather / scatter /
+//               derivative
 //   storage.h   16-bit loads and round-to-nearest-even stores
 //   this file   the call record, the tiling, the loops over tiles and images, the work plans
 //
@@ -25,36 +26,39 @@
 
 namespace stnkit {
 
-enum class Transform : int32_t { affine = 0, projective = 1, tps = 2 };
+enum class Transform : int32_t { affine = 0, projective = 1, tps = 2, affine3d = 3 };
 enum class Mode : int32_t { bilinear = 0, nearest = 1 };
 enum class DType : int32_t { float32 = 0, float64 = 1, float16 = 2, bfloat16 = 3 };
 
-// One call, field by field (mirrored by cpp_cpu._Call). Tensors are C-contiguous.
+// One call, field by field (mirrored by cpp_cpu._Call). Tensors are C-contiguous; an image
+// has depth 1.
 struct WarpCall {
   int64_t batch, channels;
-  int64_t in_height, in_width, out_height, out_width;
+  int64_t in_depth, in_height, in_width, out_depth, out_height, out_width;
   int64_t control_points;  // K (thin-plate spline), else 0
   int32_t transform, mode, padding, align_corners;
   int32_t storage;  // dtype of input, output, grad_output (DType)
   int32_t compute;  // float32 or float64
   int32_t threads, deterministic, need_input, need_theta;
   // geometry, float64 from the host: normalised output coordinate = a * index + b per axis;
-  // input pixel = (X + 1) * scale + shift per axis
-  double out_x_a, out_x_b, out_y_a, out_y_b;
-  double in_x_scale, in_x_shift, in_y_scale, in_y_shift;
-  const double* theta;    // (B, parameters): affine (2, 3), projective (3, 3), tps (K + 3, 2)
+  // input pixel = (X + 1) * scale + shift per axis (z: volumes only)
+  double out_x_a, out_x_b, out_y_a, out_y_b, out_z_a, out_z_b;
+  double in_x_scale, in_x_shift, in_y_scale, in_y_shift, in_z_scale, in_z_shift;
+  const double* theta;    // (B, parameters): affine (2, 3) or (3, 4), projective (3, 3),
+                          // tps (K + 3, 2)
   const double* lattice;  // (K, 2) control points (x, y), tps only
-  const void* input;      // (B, C, H, W), storage dtype
-  void* output;           // (B, C, H_out, W_out), storage dtype (forward)
-  const void* grad_output;  // (B, C, H_out, W_out), storage dtype (backward)
-  void* grad_input;         // (B, C, H, W), compute dtype, zeroed (backward, need_input)
+  const void* input;      // (B, C, [D,] H, W), storage dtype
+  void* output;           // (B, C, [D_out,] H_out, W_out), storage dtype (forward)
+  const void* grad_output;  // as output (backward)
+  void* grad_input;         // as input, compute dtype, zeroed (backward, need_input)
   double* grad_theta;       // (B, parameters) (backward, need_theta)
 };
 
 constexpr int64_t kTilePixels = 1024;  // output pixels of a tile
 constexpr int64_t kMaxGroups = 64;     // per image: row groups with their own theta sums
 
-// Tiles: whole rows when a row has at most kTilePixels pixels, else segments of one row.
+// Tiles: whole rows when a row has at most kTilePixels pixels, else segments of one row (the
+// rows of a volume: every row of every slice, slice after slice).
 // Tile rows ("bands") are gathered into at most kMaxGroups groups per image; sums for theta
 // are kept per (image, group), which depends on the sizes only, so their bits do not depend
 // on the thread count or the work plan.
@@ -76,38 +80,48 @@ struct Item {
   int64_t b0, b1, g0, g1, buffer;
 };
 
-// Per-thread scratch: the tile, its points' source points and taps, their gradients
+// Per-thread scratch: the tile, its points' source points (per axis) and taps, their
+// gradients (per axis), and the sampler's tap sums for them
 template <class T, template <class> class Sampler> struct Scratch {
+  static constexpr int dims = Sampler<T>::dims, corners = Sampler<T>::corners;
   Tile<T> tile;
-  std::vector<T> X, Y, eX, eY;
+  std::vector<T> points[dims], grads[dims];
   Sampler<T> taps;
-  std::vector<T> sums[4];  // bilinear: per tap, U[tap] dL/dV summed over the channels
-  explicit Scratch(int64_t K)
-      : X(kTilePixels), Y(kTilePixels), eX(kTilePixels), eY(kTilePixels), taps(kTilePixels) {
-    tile.x.resize(kTilePixels), tile.y.resize(kTilePixels);
-    tile.basis.resize(size_t(K * kTilePixels));
-    for (auto& v : sums) v.resize(kTilePixels);
+  std::vector<T> sums[corners > 0 ? corners : 1];  // per tap: U[tap] dL/dV over the channels
+  T *source[dims], *grad[dims], *tap_sums[corners > 0 ? corners : 1];
+
+  explicit Scratch(int64_t K) : tile(kTilePixels, dims, K), taps(kTilePixels) {
+    for (int d = 0; d < dims; ++d) {
+      points[d].resize(kTilePixels), grads[d].resize(kTilePixels);
+      source[d] = points[d].data(), grad[d] = grads[d].data();
+    }
+    for (int c = 0; c < corners; ++c) sums[c].resize(kTilePixels), tap_sums[c] = sums[c].data();
   }
+  Scratch(const Scratch& o) : Scratch(o.tile.basis.size() / kTilePixels) {}  // fresh pointers
 };
 
 template <class S, class T, template <class> class Family, template <class> class Sampler>
 struct Warp {
+  static_assert(Family<T>::dims == Sampler<T>::dims, "a family and a sampler of one dimension");
   using Scratch = stnkit::Scratch<T, Sampler>;
   const WarpCall& call;
   Tiling tiling;
-  InputAxis<T> ax, ay;
-  OutputAxis ox, oy;
+  InputAxis<T> axes[3];  // x, y, z
+  OutputGrid grid;
   std::vector<T> theta;  // in the compute type
   int64_t P;             // parameters per image
   int64_t in_plane, out_plane;
 
   explicit Warp(const WarpCall& c)
-      : call(c), tiling(c.out_height, c.out_width),
-        ax{int32_t(c.in_width), T(c.in_x_scale), T(c.in_x_shift), c.align_corners != 0},
-        ay{int32_t(c.in_height), T(c.in_y_scale), T(c.in_y_shift), c.align_corners != 0},
-        ox{c.out_x_a, c.out_x_b}, oy{c.out_y_a, c.out_y_b},
+      : call(c), tiling(c.out_depth * c.out_height, c.out_width),
+        axes{{int32_t(c.in_width), T(c.in_x_scale), T(c.in_x_shift), c.align_corners != 0},
+             {int32_t(c.in_height), T(c.in_y_scale), T(c.in_y_shift), c.align_corners != 0},
+             {int32_t(c.in_depth), T(c.in_z_scale), T(c.in_z_shift), c.align_corners != 0}},
+        grid{{c.out_x_a, c.out_x_b}, {c.out_y_a, c.out_y_b}, {c.out_z_a, c.out_z_b},
+             c.out_height},
         P(Family<T>::parameters(c.control_points)),
-        in_plane(c.in_height * c.in_width), out_plane(c.out_height * c.out_width) {
+        in_plane(c.in_depth * c.in_height * c.in_width),
+        out_plane(c.out_depth * c.out_height * c.out_width) {
     theta.assign(c.theta, c.theta + c.batch * P);  // geometry: float64 -> compute type
   }
 
@@ -120,9 +134,9 @@ struct Warp {
   void place(Tile<T>& t, int64_t band, int64_t segment) const {
     const int64_t r0 = band * tiling.rows, c0 = segment * tiling.cols;
     t.place(r0, std::min(r0 + tiling.rows, tiling.height), c0,
-            std::min(c0 + tiling.cols, tiling.width), ox, oy);
+            std::min(c0 + tiling.cols, tiling.width), grid);
     if constexpr (Family<T>::uses_basis)
-      Family<T>::basis(t, call.lattice, call.control_points, ox, oy);
+      Family<T>::basis(t, call.lattice, call.control_points, grid);
   }
 
   // Visit every tile of the item's groups, and every image of the item there: visit(b, g)
@@ -139,12 +153,11 @@ struct Warp {
   // Source points of image b over the tile, and their taps
   void locate(int64_t b, Scratch& s) const {
     const int64_t n = s.tile.pixels();
-    family(b).sources(s.tile, s.X.data(), s.Y.data());
-    const T *X = s.X.data(), *Y = s.Y.data();
+    family(b).sources(s.tile, s.source);
     switch (Padding(call.padding)) {
-      case Padding::zeros: s.taps.template taps<Padding::zeros>(ax, ay, X, Y, n); break;
-      case Padding::border: s.taps.template taps<Padding::border>(ax, ay, X, Y, n); break;
-      case Padding::reflection: s.taps.template taps<Padding::reflection>(ax, ay, X, Y, n);
+      case Padding::zeros: s.taps.template taps<Padding::zeros>(axes, s.source, n); break;
+      case Padding::border: s.taps.template taps<Padding::border>(axes, s.source, n); break;
+      case Padding::reflection: s.taps.template taps<Padding::reflection>(axes, s.source, n);
     }
   }
 
@@ -167,22 +180,20 @@ struct Warp {
     const S* in = static_cast<const S*>(call.input) + b * call.channels * in_plane;
     const S* gout = static_cast<const S*>(call.grad_output) + b * call.channels * out_plane +
                     tile_offset(s.tile);
-    T* tap_sums[4] = {s.sums[0].data(), s.sums[1].data(), s.sums[2].data(), s.sums[3].data()};
     const bool to_point = sums && Sampler<T>::differentiable;
     if (to_point)
-      for (T* v : tap_sums) std::fill(v, v + n, T(0));
+      for (int c = 0; c < Scratch::corners; ++c) std::fill(s.tap_sums[c], s.tap_sums[c] + n, T(0));
     if (gin || to_point)
       for (int64_t c = 0; c < call.channels; ++c)
         s.taps.backward(in + c * in_plane, gout + c * out_plane, gin ? gin + c * in_plane : nullptr,
-                        n, to_point ? tap_sums : nullptr);
+                        n, to_point ? s.tap_sums : nullptr);
     if (!sums) return;
     if constexpr (Sampler<T>::differentiable) {
-      s.taps.gradient(tap_sums, n, s.eX.data(), s.eY.data());
-    } else {  // nearest: dL/d(X, Y) = 0, through the transform (see backward())
-      std::fill(s.eX.begin(), s.eX.begin() + n, T(0));
-      std::fill(s.eY.begin(), s.eY.begin() + n, T(0));
+      s.taps.gradient(s.tap_sums, n, s.grad);
+    } else {  // nearest: dL/d(source point) = 0, through the transform (see backward())
+      for (int d = 0; d < Scratch::dims; ++d) std::fill(s.grad[d], s.grad[d] + n, T(0));
     }
-    family(b).accumulate(s.tile, s.eX.data(), s.eY.data(), sums);
+    family(b).accumulate(s.tile, s.grad, sums);
   }
 
   std::vector<Item> forward_items() const;
@@ -295,10 +306,11 @@ void Warp<S, T, F, M>::backward() const {
 // Dispatch: storage x compute type x transform family x sampler
 // ---------------------------------------------------------------------------------------
 
-template <class S, class T, template <class> class F>
+template <class S, class T, template <class> class F, template <class> class Linear,
+          template <class> class Nearest>
 int run_sampler(const WarpCall& c, bool backward) {
   if (Mode(c.mode) == Mode::bilinear) {
-    Warp<S, T, F, Bilinear> w(c);
+    Warp<S, T, F, Linear> w(c);
     backward ? w.backward() : w.forward();
   } else if (Mode(c.mode) == Mode::nearest) {
     Warp<S, T, F, Nearest> w(c);
@@ -311,9 +323,12 @@ int run_sampler(const WarpCall& c, bool backward) {
 
 template <class S, class T> int run_family(const WarpCall& c, bool backward) {
   switch (Transform(c.transform)) {
-    case Transform::affine: return run_sampler<S, T, Affine>(c, backward);
-    case Transform::projective: return run_sampler<S, T, Projective>(c, backward);
-    case Transform::tps: return run_sampler<S, T, ThinPlateSpline>(c, backward);
+    case Transform::affine: return run_sampler<S, T, Affine, Bilinear, Nearest>(c, backward);
+    case Transform::projective:
+      return run_sampler<S, T, Projective, Bilinear, Nearest>(c, backward);
+    case Transform::tps: return run_sampler<S, T, ThinPlateSpline, Bilinear, Nearest>(c, backward);
+    case Transform::affine3d:
+      return run_sampler<S, T, Affine3D, Trilinear, Nearest3D>(c, backward);
   }
   return 2;
 }

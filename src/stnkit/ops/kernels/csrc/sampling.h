@@ -12,15 +12,20 @@
 // A tap outside the image contributes nothing (its read, if any, is dropped).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "storage.h"
 
-// the per-point helpers must inline into the tile loops, or those loops cannot vectorise
+// the per-point helpers must inline into the tile loops, or those loops cannot vectorise;
+// a loop that writes through pointers takes them as __restrict parameters of a function
+// kept out of line (GCC does not vectorise it with __restrict local pointers, or inlined)
 #define STNKIT_INLINE inline __attribute__((always_inline))
+#define STNKIT_NOINLINE __attribute__((noinline))
 
 namespace stnkit {
 
@@ -98,6 +103,12 @@ template <class T> struct InputAxis {
   }
 };
 
+// Offset of tap (i, j[, l]) in a plane, in 32-bit unsigned arithmetic: a tap outside the
+// image may lie beyond 2^31 (its offset wraps, and is masked to 0 where it is used)
+STNKIT_INLINE int32_t plane_offset(int32_t i, int32_t j, int32_t width) {
+  return int32_t(uint32_t(j) * uint32_t(width) + uint32_t(i));
+}
+
 // The samplers work on a tile of n output points at a time, kept as arrays (one entry per
 // point) so that the loops over the points have no branches and vectorise: taps() computes
 // every point's taps from its source point, then each channel plane is gathered, scattered
@@ -111,6 +122,8 @@ template <class T> struct InputAxis {
 // The interior case (every tap of every point of the tile inside the image, as for most
 // tiles of a warp that stays on the image) is the same code with the masks compiled out.
 template <class T> struct Bilinear {
+  static constexpr int dims = 2;
+  static constexpr int corners = 4;             // taps per point, and sums for the gradient
   static constexpr bool differentiable = true;  // a gradient reaches the source point
   std::vector<int32_t> col, row;  // i, j: the first tap of each axis
   std::vector<T> fx, fy;          // the fractions t of each axis
@@ -120,9 +133,11 @@ template <class T> struct Bilinear {
 
   explicit Bilinear(int64_t n) : col(n), row(n), fx(n), fy(n), slope_x(n), slope_y(n) {}
 
+  // axes: x, y; source: X, Y (normalised)
   template <Padding padding>
-  void taps(const InputAxis<T> ax, const InputAxis<T> ay, const T* __restrict X,
-            const T* __restrict Y, int64_t n) {  // the axes by value: locals vectorise
+  void taps(const InputAxis<T>* axes, T* const* source, int64_t n) {
+    const InputAxis<T> ax = axes[0], ay = axes[1];  // copies: locals vectorise
+    const T *__restrict X = source[0], *__restrict Y = source[1];
     const int32_t width = this->width = ax.size, height = this->height = ay.size;
     int32_t *__restrict i = col.data(), *__restrict j = row.data();
     T *__restrict tx = fx.data(), *__restrict ty = fy.data(), *__restrict sx = slope_x.data(),
@@ -161,7 +176,7 @@ template <class T> struct Bilinear {
   template <bool interior, class S>
   STNKIT_INLINE T value(const S* plane, int32_t i, int32_t j) const {
     const int32_t in = inside<interior>(i, j);
-    const T v = load<T>(plane[(j * width + i) & in]);
+    const T v = load<T>(plane[plane_offset(i, j, width) & in]);
     return in ? v : T(0);
   }
 
@@ -177,7 +192,7 @@ template <class T> struct Bilinear {
   // U[j, i] += v inside the image (outside: 0 is added to pixel 0)
   template <bool interior> STNKIT_INLINE void add(T* plane, int32_t i, int32_t j, T v) const {
     const int32_t in = inside<interior>(i, j);
-    plane[(j * width + i) & in] += in ? v : T(0);
+    plane[plane_offset(i, j, width) & in] += in ? v : T(0);
   }
 
   template <bool interior, class S>
@@ -208,7 +223,7 @@ template <class T> struct Bilinear {
   // read-modify-writes of one pixel back to back would wait on each other.
   template <bool interior, bool to_input, bool to_point, class S>
   void backward_plane(const S* __restrict plane, const S* __restrict grad, T* __restrict gin,
-                      int64_t n, T* const sums[4]) const {
+                      int64_t n, T* const* sums) const {
     for (int64_t parity = 0; parity < 2; ++parity)
       for (int64_t k = parity; k < n; k += 2) {
         if (interior || all_inside(col[k], row[k], width, height))
@@ -220,7 +235,7 @@ template <class T> struct Bilinear {
 
   template <bool interior, bool to_input, bool to_point, class S>
   STNKIT_INLINE void backward_point(const S* plane, const S* grad, T* gin, int64_t k,
-                                    T* const sums[4]) const {
+                                    T* const* sums) const {
     const int32_t i = col[k], j = row[k];
     const T e = load<T>(grad[k]);
     if constexpr (to_point) {
@@ -256,8 +271,13 @@ template <class T> struct Bilinear {
     else backward_plane<false, to_input, to_point>(plane, grad, gin, n, sums);
   }
 
-  // dL/d(X, Y) (normalised): d w_a(x) / dx = -1, +1, then through the padding (slope)
-  void gradient(T* const sums[4], int64_t n, T* __restrict eX, T* __restrict eY) const {
+  // dL/d(X, Y) (normalised) into grad[0], grad[1]: d w_a(x) / dx = -1, +1, then through the
+  // padding (slope)
+  void gradient(T* const* sums, int64_t n, T* const* grad) const {
+    gradient(sums, n, grad[0], grad[1]);
+  }
+  STNKIT_NOINLINE void gradient(T* const* sums, int64_t n, T* __restrict eX,
+                                T* __restrict eY) const {
     const T *__restrict s0 = sums[0], *__restrict s1 = sums[1], *__restrict s2 = sums[2],
             *__restrict s3 = sums[3];
     const T *__restrict tx = fx.data(), *__restrict ty = fy.data(),
@@ -278,23 +298,192 @@ template <class T> struct Bilinear {
   }
 };
 
-// V = U[round(x), round(y)] (round half to even), 0 outside
-template <class T> struct Nearest {
+// The same sampler on a volume (trilinear): V = sum over the 2 x 2 x 2 taps
+// (i + a, j + b, l + d) of U[l + d, j + b, i + a] w_a(x) w_b(y) w_d(z), tap c = 4a + 2b + d.
+// Kept as Bilinear keeps a tile: the first tap, the fractions and the slopes per point.
+template <class T> struct Trilinear {
+  static constexpr int dims = 3;
+  static constexpr int corners = 8;
+  static constexpr bool differentiable = true;
+  std::vector<int32_t> col, row, slice;     // i, j, l
+  std::vector<T> fx, fy, fz;                // fractions
+  std::vector<T> slope_x, slope_y, slope_z;
+  int32_t width = 0, height = 0, depth = 0;
+  bool interior = false;
+
+  explicit Trilinear(int64_t n)
+      : col(n), row(n), slice(n), fx(n), fy(n), fz(n), slope_x(n), slope_y(n), slope_z(n) {}
+
+  // axes: x, y, z; source: X, Y, Z (normalised)
+  template <Padding padding>
+  void taps(const InputAxis<T>* axes, T* const* source, int64_t n) {
+    const int32_t width = this->width = axes[0].size, height = this->height = axes[1].size,
+                  depth = this->depth = axes[2].size;
+    std::vector<int32_t>* first[3] = {&col, &row, &slice};
+    std::vector<T>* fraction[3] = {&fx, &fy, &fz};
+    std::vector<T>* slope[3] = {&slope_x, &slope_y, &slope_z};
+    for (int d = 0; d < 3; ++d) {  // per axis: pixel coordinate, first tap, fraction
+      const InputAxis<T> a = axes[d];
+      const T* __restrict s = source[d];
+      int32_t* __restrict i = first[d]->data();
+      T *__restrict t = fraction[d]->data(), *__restrict m = slope[d]->data();
+      for (int64_t k = 0; k < n; ++k) {
+        const Coordinate<T> c = a.template locate<padding, true>(s[k]);
+        t[k] = c.pixel, m[k] = c.slope;
+      }
+      for (int64_t k = 0; k < n; ++k) i[k] = floor_index(t[k]), t[k] = t[k] - T(i[k]);
+    }
+    int32_t all_in = 1;
+    for (int64_t k = 0; k < n; ++k)
+      all_in &= int32_t(all_inside(col[k], row[k], slice[k], width, height, depth));
+    interior = all_in != 0;
+  }
+
+  template <bool interior> STNKIT_INLINE int32_t inside(int32_t i, int32_t j, int32_t l) const {
+    if constexpr (interior) return -1;
+    return -int32_t((uint32_t(i) < uint32_t(width)) & (uint32_t(j) < uint32_t(height)) &
+                    (uint32_t(l) < uint32_t(depth)));
+  }
+
+  static STNKIT_INLINE bool all_inside(int32_t i, int32_t j, int32_t l, int32_t width,
+                                       int32_t height, int32_t depth) {
+    return (uint32_t(i) < uint32_t(width - 1)) & (uint32_t(j) < uint32_t(height - 1)) &
+           (uint32_t(l) < uint32_t(depth - 1));
+  }
+
+  STNKIT_INLINE int32_t offset(int32_t i, int32_t j, int32_t l) const {
+    return plane_offset(i, plane_offset(j, l, height), width);
+  }
+
+  // U[l, j, i], 0 outside (read at offset 0 there, then dropped)
+  template <bool interior, class S>
+  STNKIT_INLINE T value(const S* plane, int32_t i, int32_t j, int32_t l) const {
+    const int32_t in = inside<interior>(i, j, l);
+    const T v = load<T>(plane[offset(i, j, l) & in]);
+    return in ? v : T(0);
+  }
+
+  template <bool interior> STNKIT_INLINE void add(T* plane, int32_t i, int32_t j, int32_t l,
+                                                  T v) const {
+    const int32_t in = inside<interior>(i, j, l);
+    plane[offset(i, j, l) & in] += in ? v : T(0);
+  }
+
+  template <bool interior, class S>
+  void gather_plane(const S* __restrict plane, S* __restrict out, int64_t n) const {
+    const int32_t *__restrict ci = col.data(), *__restrict cj = row.data(),
+                  *__restrict cl = slice.data();
+    const T *__restrict tx = fx.data(), *__restrict ty = fy.data(), *__restrict tz = fz.data();
+    for (int64_t k = 0; k < n; ++k) {
+      const int32_t i = ci[k], j = cj[k], l = cl[k];
+      const T x1 = tx[k], y1 = ty[k], z1 = tz[k], x0 = T(1) - x1, y0 = T(1) - y1,
+              z0 = T(1) - z1;
+      T v = value<interior>(plane, i, j, l) * (x0 * y0 * z0);
+      v = v + value<interior>(plane, i, j, l + 1) * (x0 * y0 * z1);
+      v = v + value<interior>(plane, i, j + 1, l) * (x0 * y1 * z0);
+      v = v + value<interior>(plane, i, j + 1, l + 1) * (x0 * y1 * z1);
+      v = v + value<interior>(plane, i + 1, j, l) * (x1 * y0 * z0);
+      v = v + value<interior>(plane, i + 1, j, l + 1) * (x1 * y0 * z1);
+      v = v + value<interior>(plane, i + 1, j + 1, l) * (x1 * y1 * z0);
+      out[k] = Store<S>::from(v + value<interior>(plane, i + 1, j + 1, l + 1) * (x1 * y1 * z1));
+    }
+  }
+
+  template <class S> void gather(const S* plane, S* out, int64_t n) const {
+    interior ? gather_plane<true>(plane, out, n) : gather_plane<false>(plane, out, n);
+  }
+
+  // As Bilinear::backward_plane, over the 8 taps (sums[4a + 2b + d])
+  template <bool interior, bool to_input, bool to_point, class S>
+  void backward_plane(const S* __restrict plane, const S* __restrict grad, T* __restrict gin,
+                      int64_t n, T* const* sums) const {
+    for (int64_t parity = 0; parity < 2; ++parity)
+      for (int64_t k = parity; k < n; k += 2) {
+        if (interior || all_inside(col[k], row[k], slice[k], width, height, depth))
+          backward_point<true, to_input, to_point>(plane, grad, gin, k, sums);
+        else
+          backward_point<false, to_input, to_point>(plane, grad, gin, k, sums);
+      }
+  }
+
+  template <bool interior, bool to_input, bool to_point, class S>
+  STNKIT_INLINE void backward_point(const S* plane, const S* grad, T* gin, int64_t k,
+                                    T* const* sums) const {
+    const int32_t i = col[k], j = row[k], l = slice[k];
+    const T e = load<T>(grad[k]);
+    const T wx[2] = {T(1) - fx[k], fx[k]}, wy[2] = {T(1) - fy[k], fy[k]},
+            wz[2] = {T(1) - fz[k], fz[k]};
+    for (int a = 0; a < 2; ++a)
+      for (int b = 0; b < 2; ++b)
+        for (int d = 0; d < 2; ++d) {
+          if constexpr (to_point)
+            sums[4 * a + 2 * b + d][k] += value<interior>(plane, i + a, j + b, l + d) * e;
+          if constexpr (to_input)
+            add<interior>(gin, i + a, j + b, l + d, e * (wx[a] * wy[b] * wz[d]));
+        }
+  }
+
+  // gin != nullptr: to_input; sums != nullptr: to_point
+  template <class S>
+  void backward(const S* plane, const S* grad, T* gin, int64_t n, T* const* sums) const {
+    if (gin && sums) backward_as<true, true>(plane, grad, gin, n, sums);
+    else if (gin) backward_as<true, false>(plane, grad, gin, n, sums);
+    else if (sums) backward_as<false, true>(plane, grad, gin, n, sums);
+  }
+  template <bool to_input, bool to_point, class S>
+  void backward_as(const S* plane, const S* grad, T* gin, int64_t n, T* const* sums) const {
+    if (interior) backward_plane<true, to_input, to_point>(plane, grad, gin, n, sums);
+    else backward_plane<false, to_input, to_point>(plane, grad, gin, n, sums);
+  }
+
+  // dL/d(X, Y, Z) (normalised) into grad[0..2]: per axis, the weight of that axis
+  // differentiated (-1, +1) times the other two, then through the padding (slope)
+  void gradient(T* const* sums, int64_t n, T* const* grad) const {
+    gradient(sums, n, grad[0], grad[1], grad[2]);
+  }
+  STNKIT_NOINLINE void gradient(T* const* sums, int64_t n, T* __restrict eX, T* __restrict eY,
+                                T* __restrict eZ) const {
+    for (int64_t k = 0; k < n; ++k) {
+      const T wx[2] = {T(1) - fx[k], fx[k]}, wy[2] = {T(1) - fy[k], fy[k]},
+              wz[2] = {T(1) - fz[k], fz[k]}, sign[2] = {T(-1), T(1)};
+      T gx = T(0), gy = T(0), gz = T(0);
+      for (int a = 0; a < 2; ++a)
+        for (int b = 0; b < 2; ++b)
+          for (int d = 0; d < 2; ++d) {
+            const T s = sums[4 * a + 2 * b + d][k];
+            gx = gx + s * (sign[a] * wy[b] * wz[d]);
+            gy = gy + s * (wx[a] * sign[b] * wz[d]);
+            gz = gz + s * (wx[a] * wy[b] * sign[d]);
+          }
+      eX[k] = gx * slope_x[k], eY[k] = gy * slope_y[k], eZ[k] = gz * slope_z[k];
+    }
+  }
+};
+
+// V = U[round(x), round(y)[, round(z)]] (round half to even), 0 outside; D axes
+template <class T, int D> struct NearestOf {
+  static constexpr int dims = D;
+  static constexpr int corners = 0;
   static constexpr bool differentiable = false;  // piecewise constant: 0 to the source point
   std::vector<int32_t> offset, inside;
 
-  explicit Nearest(int64_t n) : offset(n), inside(n) {}
+  explicit NearestOf(int64_t n) : offset(n), inside(n) {}
 
-  template <Padding padding>
-  void taps(const InputAxis<T>& ax, const InputAxis<T>& ay, const T* X, const T* Y,
-            int64_t n) {
-    for (int64_t k = 0; k < n; ++k) {
-      const int32_t i = int32_t(round_half_even(ax.template locate<padding, false>(X[k]).pixel));
-      const int32_t j = int32_t(round_half_even(ay.template locate<padding, false>(Y[k]).pixel));
-      const bool in = (i >= 0) & (i < ax.size) & (j >= 0) & (j < ay.size);
-      inside[k] = in;
-      offset[k] = in ? j * int32_t(ax.size) + i : 0;
+  template <Padding padding> void taps(const InputAxis<T>* axes, T* const* source, int64_t n) {
+    std::fill(offset.begin(), offset.begin() + n, 0);
+    std::fill(inside.begin(), inside.begin() + n, 1);
+    int32_t stride = 1;  // of the axis in the plane
+    for (int d = 0; d < D; ++d) {
+      const InputAxis<T> a = axes[d];
+      const T* s = source[d];
+      for (int64_t k = 0; k < n; ++k) {
+        const int32_t i = int32_t(round_half_even(a.template locate<padding, false>(s[k]).pixel));
+        inside[k] &= int32_t((i >= 0) & (i < a.size));
+        offset[k] = int32_t(uint32_t(offset[k]) + uint32_t(i) * uint32_t(stride));
+      }
+      stride *= a.size;
     }
+    for (int64_t k = 0; k < n; ++k) offset[k] = inside[k] ? offset[k] : 0;
   }
 
   template <class S> void gather(const S* plane, S* out, int64_t n) const {
@@ -310,6 +499,10 @@ template <class T> struct Nearest {
     if (gin)
       for (int64_t k = 0; k < n; ++k) gin[offset[k]] += inside[k] ? load<T>(grad[k]) : T(0);
   }
+
+  void gradient(T* const*, int64_t, T* const*) const {}
 };
+template <class T> using Nearest = NearestOf<T, 2>;
+template <class T> using Nearest3D = NearestOf<T, 3>;
 
 }  // namespace stnkit

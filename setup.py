@@ -4,7 +4,7 @@
 kernels of the ``"cpp"`` backend (``stnkit/ops/kernels/cpp_cpu.py``). A plain shared library without the Python C-API or
 torch headers, loaded with ctypes; built with ``-fopenmp`` so that, loaded after torch, it
 runs on torch's own OpenMP thread team. Optional: without a C++ compiler (or OpenMP) the
-install still succeeds and ``stnkit.ops.warp`` uses the numba or torch backends.
+install still succeeds and ``stnkit.ops.warp`` uses the torch backend.
 """
 
 import os

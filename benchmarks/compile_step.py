@@ -32,7 +32,6 @@ import time
 
 def cpu_lines(threads: int) -> list[str]:
     """Machine, SIMD flags, versions and threads, as markdown bullets."""
-    import numba
     import torch
 
     from stnkit._machine import allocator_settings, cpu_info, load_average
@@ -41,10 +40,8 @@ def cpu_lines(threads: int) -> list[str]:
     simd = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
             if f in flags]
     return [f"- CPU: {model}, {os.cpu_count()} CPUs; SIMD flags: {' '.join(simd) or '?'}",
-            f"- python {platform.python_version()}, torch {torch.__version__}, "
-            f"numba {numba.__version__}",
-            f"- threads: torch {torch.get_num_threads()} (asked {threads}), numba "
-            f"{min(threads, numba.config.NUMBA_NUM_THREADS)}",
+            f"- python {platform.python_version()}, torch {torch.__version__}",
+            f"- threads: torch {torch.get_num_threads()} (asked {threads})",
             f"- allocator: {allocator_settings()}",
             f"- load average (1, 5, 15 min): {load_average()}"]
 

@@ -36,9 +36,9 @@ Two contexts (``--context``, both by default, side by side in the table):
 - alone: the call repeated back to back until the measurement spans >= 20 ms; time per call;
 - in a network, "(net)" columns: inside a network a warp follows a torch operator, whose
   OpenMP workers keep spinning for a while after it returns; a kernel on another thread pool
-  (Numba's, OpenCV's) then competes with them for the cores. So every call comes right after
-  one: ``y = x * 1.0`` on the input, and the warp takes ``y`` (for fwd+bwd, a leaf that
-  requires grad); before the backward, ``h = g * 1.0`` on the output gradient, then
+  (OpenCV's) then competes with them for the cores. So every call comes right after one:
+  ``y = x * 1.0`` on the input, and the warp takes ``y`` (for fwd+bwd, a leaf that requires
+  grad); before the backward, ``h = g * 1.0`` on the output gradient, then
   ``out.backward(h)``. OpenCV runs on its prepared arrays after the same ``x * 1.0``. What is
   timed: the warp's forward (and backward) only, from the moment the operator before it has
   returned to the moment the warp returns; the operators are untimed, the same for every
@@ -47,8 +47,8 @@ Two contexts (``--context``, both by default, side by side in the table):
 Peak extra memory (fwd+bwd alone, in units of the input's size): each (method, shape) runs in
 a fresh subprocess with ``MALLOC_MMAP_THRESHOLD_=0`` (every allocation is its own mapping and
 goes back to the system when freed, so the resident set tracks live memory exactly, whoever
-allocates it: torch, numpy, Numba's runtime). It warms up on a tiny problem, builds the
-full-size input, theta and output gradient, resets the kernel's peak-RSS counter
+allocates it: torch, numpy, OpenCV). It warms up on a tiny problem, builds the full-size
+input, theta and output gradient, resets the kernel's peak-RSS counter
 (``/proc/self/clear_refs``), runs one fwd+bwd and reports ``VmHWM - VmRSS(before)``: the
 output, grad_input, grad_theta, the grid and its gradient where there is one, and every
 temporary. A fused op cannot go below output + grad_input, i.e. 2x the input for a
@@ -271,7 +271,7 @@ def _timings(shape, methods, rounds: int, threads: int, min_s: float, contexts,
     for m in methods:
         try:
             case = _make(m, shape, threads, transform)
-            out = case["alone", "fwd"]()  # warm-up (numba compiles / loads its cache here)
+            out = case["alone", "fwd"]()  # warm-up (a kernel library loads here)
         except Exception as e:  # noqa: BLE001 (a kernel backend that cannot run: say why)
             if not _skippable(m):
                 raise
@@ -330,7 +330,7 @@ def _memory(method: str, shape, threads: int, transform: str = "affine") -> floa
     code = (f"import sys; sys.path.insert(0, {here!r}); import warp as w; "
             f"w._memory_child({method!r}, {tuple(shape)!r}, {threads}, {transform!r})")
     # Every malloc gets its own mapping, returned on free: RSS then tracks live (touched)
-    # memory exactly, whoever allocates it (torch, numpy, Numba's runtime).
+    # memory exactly, whoever allocates it (torch, numpy, OpenCV).
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="0")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=900, env=env, check=False)
@@ -352,22 +352,16 @@ def cpp_build() -> str:
 def environment_lines(threads: int, opencv: bool = True) -> list[str]:
     """The markdown bullets that head a run: CPU and its vector flags, versions, threads,
     allocator and OpenMP env, load average."""
-    import numba
-
-    import stnkit.ops.kernels._numba_runtime  # noqa: F401  (pins Numba's threading layer)
-
     model, flags = cpu_info()
     simd = [f for f in VECTOR_FLAGS if f in flags]
     omp = ", ".join(f"{k}={os.environ.get(k, 'unset')}"
                     for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"))
     return [f"- CPU: {model}, {os.cpu_count()} CPUs; vector flags: {' '.join(simd) or 'none'} "
             f"(of {' '.join(VECTOR_FLAGS)})",
-            f"- python {platform.python_version()}, torch {torch.__version__}, "
-            f"numba {numba.__version__}; torch CPU capability "
-            f"{torch.backends.cpu.get_cpu_capability()}, stnkit cpp build: {cpp_build()}",
-            f"- threads: torch {threads}, numba {min(threads, numba.config.NUMBA_NUM_THREADS)} "
-            f"(pool {numba.config.NUMBA_NUM_THREADS}, layer: "
-            f"{numba.config.THREADING_LAYER})" + (f", OpenCV {threads}" if opencv else ""),
+            f"- python {platform.python_version()}, torch {torch.__version__}; torch CPU "
+            f"capability {torch.backends.cpu.get_cpu_capability()}, stnkit cpp build: "
+            f"{cpp_build()}",
+            f"- threads: torch {threads}" + (f", OpenCV {threads}" if opencv else ""),
             "- allocator env: " + allocator_settings(),
             f"- OpenMP env: {omp}",
             f"- load average (1, 5, 15 min) at start: {load_average()}"]
@@ -434,7 +428,7 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true",
                    help="tiny shapes, 1 round, no memory (for the test suite)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch / numba / OpenCV threads (default: torch's current setting)")
+                   help="torch / OpenCV threads (default: torch's current setting)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 15)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory column")
     p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, metavar="M",

@@ -8,9 +8,10 @@ Every case: bilinear, zeros padding, align_corners=False, a random similarity tr
 image (``benchmarks/warp.py``'s), output size = input size, theta float32 (what a spatial
 transformer's regression gives, also under autocast). Methods:
 
-- ``numba fp32``: ``stnkit.ops.warp(backend="numba")`` on a float32 image (the baseline);
-- ``numba bf16`` / ``numba fp16``: the same kernel on a bfloat16 / float16 image (converted
-  to float32 at the operator, warped in float32, the output cast back);
+- ``cpp fp32``: ``stnkit.ops.warp(backend="cpp")`` on a float32 image (the baseline);
+- ``cpp bf16`` / ``cpp fp16``: the same C++ kernels on a bfloat16 / float16 image (loaded as
+  it is stored and computed in float32, no widened copy; the output and grad_input stored
+  in the image's dtype);
 - ``torch bf16``: ``stnkit.ops.warp(backend="torch")`` on the bfloat16 image (our grid +
   sampler in torch ops, float32 inside), where a 16-bit image went before;
 - ``grid_sample fp32`` / ``grid_sample bf16``: ``F.affine_grid`` + ``F.grid_sample``, theta
@@ -35,12 +36,13 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from warp import _theta, _time  # noqa: E402  (benchmarks/warp.py: the same transforms, timer)
+from warp import _theta, _time, cpp_build  # noqa: E402  (benchmarks/warp.py's transforms, timer)
 
 SHAPES = [(256, 1, 28, 28), (64, 1, 60, 60), (32, 3, 224, 224)]
 SMOKE_SHAPES = [(4, 1, 8, 9), (2, 3, 16, 12)]
-METHODS = ["numba fp32", "numba bf16", "numba fp16", "torch bf16", "grid_sample fp32",
+METHODS = ["cpp fp32", "cpp bf16", "cpp fp16", "torch bf16", "grid_sample fp32",
            "grid_sample bf16"]
+BASELINE = "cpp fp32"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -50,15 +52,13 @@ def cpu_lines() -> list[str]:
 
     model, flags = cpu_info()
     bf16 = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile", "avx512f", "avx2") if f in flags]
-    import numba
-
     threads = torch.get_num_threads()
     load = load_average()
     return [f"- CPU: {model}, {os.cpu_count()} CPUs; flags: {' '.join(bf16) or 'none'} "
             "(of avx512_bf16 amx_bf16 amx_tile avx512f avx2)",
-            f"- threads: torch {threads}, numba {min(threads, numba.config.NUMBA_NUM_THREADS)}",
-            f"- torch {torch.__version__}, numba {numba.__version__}, python "
-            f"{platform.python_version()}",
+            f"- threads: torch {threads}",
+            f"- torch {torch.__version__}, python {platform.python_version()}, stnkit cpp "
+            f"build: {cpp_build()}",
             f"- load average (1, 5, 15 min) at start: {load} (other processes on the cores "
             "slow every multi-threaded region: compare methods within one run)"]
 
@@ -103,7 +103,7 @@ def measure(shape, rounds: int, min_s: float) -> dict:
     cases, errs = {}, {}
     for m in METHODS:
         fwd, fb, errs[m] = _make(m, shape)
-        fb()  # warm-up (numba compiles / loads its cache here)
+        fb()  # warm-up
         cases[m] = (fwd, fb)
     times = {m: {"fwd": [], "fb": []} for m in METHODS}
     for _ in range(rounds):
@@ -115,9 +115,9 @@ def measure(shape, rounds: int, min_s: float) -> dict:
 
 
 def table(shape, res: dict) -> list[str]:
-    base = res["numba fp32"]
+    base = res[BASELINE]
     rows = [f"**{tuple(shape)}**", "",
-            "| method | fwd ms | fwd+bwd ms | fwd vs numba fp32 | fwd+bwd vs numba fp32 | "
+            f"| method | fwd ms | fwd+bwd ms | fwd vs {BASELINE} | fwd+bwd vs {BASELINE} | "
             "max err |",
             "|---|---:|---:|---:|---:|---:|"]
     for m, r in res.items():
@@ -139,7 +139,7 @@ def main(argv=None) -> None:
     shapes, rounds, min_s = ((SMOKE_SHAPES, 1, 0.001) if args.smoke
                              else (SHAPES, args.rounds, args.min_ms / 1e3))
     print("\n".join(cpu_lines()))
-    print(f"- {rounds} interleaved rounds, median; speed-ups > 1 are faster than numba fp32\n")
+    print(f"- {rounds} interleaved rounds, median; speed-ups > 1 are faster than {BASELINE}\n")
     for shape in shapes:
         print("\n".join(table(shape, measure(shape, rounds, min_s))), flush=True)
 

@@ -4,7 +4,7 @@
 
 Everything stnkit does in 2-D it does in 3-D for affine transforms: volumes are
 ``(B, C, D, H, W)``, points ``(x, y, z)`` with x along W, y along H and z along D, theta is
-``(B, 3, 4)``, and :func:`stnkit.ops.warp` runs fused kernels (Numba on the CPU, Triton on
+``(B, 3, 4)``, and :func:`stnkit.ops.warp` runs fused kernels (C++ on the CPU, Triton on
 CUDA) whose backward gives the gradient with respect to theta directly. This tutorial
 warps a synthetic volume, then uses those gradients to register a moved copy back onto
 the original by gradient descent, the way a 3-D spatial transformer (``"affine3d"``)

@@ -1,9 +1,8 @@
 """Export to ONNX: ``to_onnx(model, example_input, path)``, checked with onnxruntime.
 
 Uses PyTorch's own exporter (``torch.onnx.export(..., dynamo=True)``) and adds ONNX
-translations of stnkit's custom operators (``torch.ops.stnkit.warp_cpu`` (C++) and
-``torch.ops.stnkit.warp`` (Numba) on CPU, ``torch.ops.stnkit.warp_triton`` on CUDA, the fused
-kernels) through its ``custom_translation_table``. The pure-torch path (``stnkit.ops.sample``
+translations of stnkit's custom operators (``torch.ops.stnkit.warp_cpu`` (C++) on CPU,
+``torch.ops.stnkit.warp_triton`` on CUDA, the fused kernels) through its ``custom_translation_table``. The pure-torch path (``stnkit.ops.sample``
 and the grid generators; the TPS models use it) is plain tensor code and exports as it is
 (gathers and scatters instead of ``GridSample``: ~140 nodes for ``st-cnn-tps``, 30 for
 ``st-cnn-aff``).
@@ -75,7 +74,7 @@ def _require(module: str) -> ModuleType:
 
 def warp_to_onnx(input, theta, size: Sequence[int], transform: str, mode: str,
                  padding_mode: str, align_corners: bool, deterministic: bool):
-    """ONNX translation (onnxscript, traced) of ``stnkit::warp_cpu`` / ``stnkit::warp`` /
+    """ONNX translation (onnxscript, traced) of ``stnkit::warp_cpu`` /
     ``stnkit::warp_triton`` (affine and projective; a TPS on a kernel has no translation).
 
     Args:
@@ -141,16 +140,15 @@ def _tensor_proto(t: Tensor):
 
 def translation_table() -> dict[Callable, Callable]:
     """``custom_translation_table`` for ``torch.onnx.export``: stnkit's registered operators
-    (``stnkit::warp_cpu`` when the C++ kernels' module imports, ``stnkit::warp`` when the
-    Numba kernels do, ``stnkit::warp_triton`` when Triton's do)."""
-    for module in ("stnkit.ops.kernels.cpp_cpu", "stnkit.ops.kernels.numba_cpu",
-                   "stnkit.ops.kernels.triton_gpu"):
+    (``stnkit::warp_cpu`` when the C++ kernels' module imports, ``stnkit::warp_triton`` when
+    Triton's does)."""
+    for module in ("stnkit.ops.kernels.cpp_cpu", "stnkit.ops.kernels.triton_gpu"):
         try:  # importing a kernel module registers its operator
             importlib.import_module(module)
         except ImportError:
             pass
     table = {}
-    for name in ("warp_cpu", "warp", "warp_triton"):
+    for name in ("warp_cpu", "warp_triton"):
         packet = getattr(torch.ops.stnkit, name, None)
         if packet is not None:
             table[packet.default] = warp_to_onnx

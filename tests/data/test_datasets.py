@@ -333,12 +333,7 @@ def test_cache_key_does_not_hash_source_code(monkeypatch):
 # by warp backend, for the torch version they were computed with. A change here means the
 # generated data changed: bump GENERATOR_VERSION (stnkit/data/distortions.py) and update.
 PINNED = {
-    ("numba", "1"): {
-        "R": "7a05e1a66433a734", "RTS": "e48230f2455aa0a7", "P": "380c89978db5fa9d",
-        "E": "1804a07864a8c9c6", "T": "1ec99839d2018c07", "TC": "b3b66719482806cb",
-        "addition": "3188cae2d95e4022", "colocalisation": "1251091d12559467",
-    },
-    ("cpp", "1"): {  # the numba bytes but for one pixel's rounding in addition's samples
+    ("cpp", "1"): {
         "R": "7a05e1a66433a734", "RTS": "e48230f2455aa0a7", "P": "380c89978db5fa9d",
         "E": "1804a07864a8c9c6", "T": "1ec99839d2018c07", "TC": "b3b66719482806cb",
         "addition": "30fa995df1f605a1", "colocalisation": "1251091d12559467",

@@ -15,7 +15,9 @@ pytest.importorskip("onnxruntime")
 from stnkit.export import onnx_bytes, onnx_session  # noqa: E402
 from stnkit.ops import affine_grid, projective_grid  # noqa: E402
 
-numba_cpu = pytest.importorskip("stnkit.ops.kernels.numba_cpu")
+cpp_cpu = pytest.importorskip("stnkit.ops.kernels.cpp_cpu")
+if cpp_cpu._LIB is None:
+    pytest.skip(str(cpp_cpu._WHY), allow_module_level=True)
 
 TOL = 1e-5  # float32 interpolation of values in [0, 1]: rounding only, a few ulps
 COMBOS = list(itertools.product(("bilinear", "nearest"), ("zeros", "border", "reflection"),
@@ -30,8 +32,8 @@ class Warps(nn.Module):
         self.transform, self.size, self.combos = transform, list(size), combos
 
     def forward(self, x, theta):
-        return torch.stack([torch.ops.stnkit.warp(x, theta, self.size, self.transform, mode,
-                                                  padding, ac, False)
+        return torch.stack([torch.ops.stnkit.warp_cpu(x, theta, self.size, self.transform,
+                                                      mode, padding, ac, False)
                             for mode, padding, ac in self.combos])
 
 

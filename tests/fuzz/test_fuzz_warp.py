@@ -1,4 +1,4 @@
-"""Fuzz ``stnkit.ops.warp`` on every CPU backend ("torch", "numba", "auto") against
+"""Fuzz ``stnkit.ops.warp`` on every CPU backend ("torch", "cpp", "auto") against
 ``F.grid_sample(F.affine_grid(theta))`` (affine, 2-D and 3-D) and against the same oracle on
 our own ``projective_grid`` / ``tps_grid`` (PyTorch has no such op): values, grad_input and
 grad_theta, for shapes with empty batch / channels, every dtype and layout, NaN/Inf pixels
@@ -21,7 +21,7 @@ from tests.fuzz._oracle import (DTYPES, LAYOUTS, PADS, assert_clear_error,
                                 layout, make_input, out_ulp, pixel_coords, pixel_specials,
                                 seeds, smooth_points, theta_scale, work_dtype)
 
-BACKENDS = ["torch", "numba", "auto"]
+BACKENDS = ["torch", "cpp", "auto"]
 THETA_SPECIALS = [float("nan"), float("inf"), -float("inf"), 1e7, -1e7, 1e20, -1e20]
 
 
@@ -120,9 +120,8 @@ def run_warp(x, theta, grad_out, case):
     return out.detach(), gx, gt
 
 
-def _numba_refuses(case):
-    return case["backend"] == "numba" and (  # every floating dtype (16-bit: in float32)
-        case["mode"] == "bicubic" or case["transform"] == "tps")
+def _cpp_refuses(case):
+    return case["backend"] == "cpp" and case["mode"] == "bicubic"  # every dtype and family
 
 
 def _spline_noise(case, theta):
@@ -146,11 +145,11 @@ def test_warp_matches_grid_sample(case):
     try:
         got = run_warp(x, theta, grad_out, case)
     except Exception as e:  # noqa: BLE001 - the property is about which exception
-        if _numba_refuses(case):
+        if _cpp_refuses(case):
             assert_clear_error(e, "warp", ["backend"])
             return
         raise
-    assert not _numba_refuses(case), "numba accepted a call it does not support"
+    assert not _cpp_refuses(case), "cpp accepted a call it does not support"
     ref, grid = reference_warp(x, theta, grad_out, case, size)
     if _spline_noise(case, theta):
         event("not compared: TPS kernel with source points beyond 1e3")
@@ -225,19 +224,19 @@ def test_warp_impossible_size_is_a_clear_error(backend, nd, big, axis, batch):
 
 @fuzz(1)
 @given(case=warp_cases())
-def test_numba_matches_torch_backend(case):
-    """Where the numba kernels support a call, they give the torch backend's answer (the
+def test_cpp_matches_torch_backend(case):
+    """Where the C++ kernels support a call, they give the torch backend's answer (the
     projective family has no PyTorch op: this is its cross-check, NaN pattern included)."""
-    assume(not _numba_refuses(dict(case, backend="numba")))
+    assume(not _cpp_refuses(dict(case, backend="cpp")))
     shape, dtype = case["shape"], case["dtype"]
     size = case["size"] or shape[2:]
     x = make_input(shape, dtype, case["seed"], case["pixels"])
     theta = make_theta(case)
     grad_out = make_input((shape[0], shape[1], *size), dtype, case["seed"] + 2, [])
-    got = run_warp(x, theta, grad_out, dict(case, backend="numba"))
+    got = run_warp(x, theta, grad_out, dict(case, backend="cpp"))
     ref = run_warp(x, theta, grad_out, dict(case, backend="torch", x_layout="contiguous"))
     _, grid = reference_warp(x, theta, grad_out, case, size)
     check_sample_result((got[0], got[1], None), (ref[0], ref[1], None), x, grid, grad_out,
-                        what="numba vs torch", p_extra=theta_scale(theta, shape[2:]),
+                        what="cpp vs torch", p_extra=theta_scale(theta, shape[2:]),
                         mode=case["mode"],
                         padding_mode=case["padding_mode"], align_corners=case["align_corners"])

@@ -1,17 +1,14 @@
 """The operators of the kernel that ``warp(backend="auto")`` runs for the zoo's affine and
-projective transformers on the CPU (C++ where it is built, else Numba): the compile and
-export tests look for them in the graphs."""
+projective transformers on the CPU: the C++ kernels' (the tests that use them need the kernels
+built, as CI builds them). The compile and export tests look for them in the graphs."""
 
 from __future__ import annotations
 
 import torch
 
-from stnkit.ops.warp import auto_backend
+from stnkit.ops.kernels import cpp_cpu  # noqa: F401  (registers the operators)
 
-_OPERATORS = {"cpp": ("warp_cpu", "warp_cpu_backward"), "numba": ("warp", "warp_backward")}
-
-BACKEND = auto_backend(torch.zeros(1, 1, 4, 4), torch.eye(2, 3)[None])
-FORWARD_NAME, BACKWARD_NAME = _OPERATORS[BACKEND]
+FORWARD_NAME, BACKWARD_NAME = "warp_cpu", "warp_cpu_backward"
 FORWARD = getattr(torch.ops.stnkit, FORWARD_NAME).default
-"""The forward operator, e.g. ``torch.ops.stnkit.warp_cpu.default``."""
+"""The forward operator, ``torch.ops.stnkit.warp_cpu.default``."""
 BACKWARD = getattr(torch.ops.stnkit, BACKWARD_NAME).default

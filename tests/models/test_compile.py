@@ -17,7 +17,7 @@ from torch._functorch.aot_autograd import make_boxed_func
 
 from stnkit.models import create_model, list_models, model_spec
 from stnkit.nn import SpatialTransformer
-from stnkit.ops.kernels import numba_cpu  # noqa: F401  (registers the stnkit operators)
+from stnkit.ops.kernels import cpp_cpu  # noqa: F401  (registers the stnkit operators)
 
 from . import _auto_ops as auto_ops
 
@@ -80,10 +80,15 @@ class Recorder:
 
 
 def _train(model, x, y, steps, compile_with=None, step_backend=None):
-    """Losses and final parameters of ``steps`` SGD steps: forward + loss compiled with
-    ``compile_with`` in one graph (the backward is AOT autograd's compiled one), the
-    optimizer step with ``step_backend`` if given (torch breaks its graph on purpose around
-    ``opt.step``'s no_grad, so that one cannot be fullgraph)."""
+    """Losses of ``steps`` SGD steps and the parameters after the first: forward + loss
+    compiled with ``compile_with`` in one graph (the backward is AOT autograd's compiled one),
+    the optimizer step with ``step_backend`` if given (torch breaks its graph on purpose
+    around ``opt.step``'s no_grad, so that one cannot be fullgraph).
+
+    Later steps start from parameters that differ by rounding, and where rounding moves a
+    sample point across a pixel boundary its gradient jumps (the sampler's is piecewise):
+    measured on st-cnn-tps (AVX-512 CPU), the first step's gradients agree to 6e-7, the
+    second step's parameters only to 2.8e-4."""
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 
     def loss_fn(x, y):
@@ -96,14 +101,15 @@ def _train(model, x, y, steps, compile_with=None, step_backend=None):
         loss_fn = torch.compile(loss_fn, backend=compile_with, fullgraph=True)
     if step_backend is not None:
         step = torch.compile(step, backend=step_backend)
-    losses = []
+    losses, first = [], None
     for _ in range(steps):
         opt.zero_grad()
         loss = loss_fn(x, y)
         loss.backward()
         step()
         losses.append(loss.detach())
-    return torch.stack(losses), [p.detach().clone() for p in model.parameters()]
+        first = first or [p.detach().clone() for p in model.parameters()]
+    return torch.stack(losses), first
 
 
 def _check_equal(eager, compiled, name, tol):
@@ -126,11 +132,7 @@ def test_training_step_compiles_with_the_operators(name):
     # doubles the compile time
     step_backend = "aot_eager" if name == "st-cnn-aff" else None
     compiled = _train(model, x, y, steps=2, compile_with=rec, step_backend=step_backend)
-    # float32 rounding: the compiled graph may order sums differently; Adam's first steps
-    # move a parameter by about lr whatever its gradient's size, so a rounding-sized change of
-    # a tiny gradient shows. Measured: up to 3e-6 on an AVX2 CPU, 1.9e-5 (st-cnn-tps) on an
-    # AVX-512 one (torch's kernels differ by CPU capability); a wrong gradient is off by O(1)
-    _check_equal(eager, compiled, name, 1e-4)
+    _check_equal(eager, compiled, name, 1e-5)
     n = _kernel_transformers(model)
     fw = rec.count("forward", auto_ops.FORWARD)
     bw = rec.count("backward", auto_ops.BACKWARD)

@@ -1,6 +1,6 @@
 """torch.export and TorchScript of the zoo models: the exported program holds the fused
-kernels as the operator of the "auto" kernel (``torch.ops.stnkit.warp_cpu``, or ``warp`` where
-only Numba's are there; affine / projective models) and equals eager;
+kernels as the operator of the "auto" kernel (``torch.ops.stnkit.warp_cpu``; affine /
+projective models) and equals eager;
 ``torch.jit.trace`` works, ``torch.jit.script`` stops with one clear error."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from stnkit._checks import StnkitTypeError, StnkitValueError
 from stnkit.models import create_model, list_models, model_spec
 from stnkit.nn import SpatialTransformer
-from stnkit.ops.kernels import numba_cpu  # noqa: F401  (registers the stnkit operators)
+from stnkit.ops.kernels import cpp_cpu  # noqa: F401  (registers the stnkit operators)
 
 from . import _auto_ops as auto_ops
 

@@ -8,7 +8,7 @@ bfloat16, float16}:
 - dtypes: output and grad_input have the input's dtype, grad_theta (grad_grid) theta's; a
   grid generator returns theta's dtype (computed in float32 for a 16-bit theta);
 - values: against the same call in float64 on the same (rounded) operands, with the same
-  backend (numba, torch or triton), upstream gradient exactly representable in the input's
+  backend (cpp, torch or triton), upstream gradient exactly representable in the input's
   dtype.
 
 Tolerances, from the dtypes' epsilons. With ``eps(d) = torch.finfo(d).eps``, ``c`` the
@@ -125,7 +125,7 @@ class Case:
     kind: str  # affine, attention, projective, tps, affine3d
     mode: str
     pad: str
-    backend: str  # warp's backend ("auto": numba for what it supports, else torch)
+    backend: str  # warp's backend ("auto": cpp for what it supports, else torch)
     shape: tuple  # input (B, C, *S)
     size: tuple  # output spatial size
     align: bool = False
@@ -264,18 +264,16 @@ def test_warp(case, in_dtype, theta_dtype):
 
 @pytest.mark.parametrize("in_dtype", [BF16, F16], ids=_id)
 def test_half_images_take_the_fused_kernel(in_dtype, monkeypatch):
-    """A 16-bit image runs on a fused kernel ("auto": cpp, else numba), not on the torch
-    path."""
+    """A 16-bit image runs on the fused kernel ("auto": cpp), not on the torch path."""
     import stnkit.ops.kernels.cpp_cpu as cpp_cpu
-    import stnkit.ops.kernels.numba_cpu as numba_cpu
 
     calls = []
-    for module in (cpp_cpu, numba_cpu):
-        def spy(input, theta, real=module.warp, **kw):
-            calls.append(input.dtype)
-            return real(input, theta, **kw)
 
-        monkeypatch.setattr(module, "warp", spy)
+    def spy(input, theta, real=cpp_cpu.warp, **kw):
+        calls.append(input.dtype)
+        return real(input, theta, **kw)
+
+    monkeypatch.setattr(cpp_cpu, "warp", spy)
     x = torch.rand(2, 1, 8, 8).to(in_dtype)
     out = warp(x, _theta("affine", 2, 0).float())
     assert calls == [in_dtype] and out.dtype == in_dtype
@@ -287,41 +285,17 @@ def _all_16bit(dtype) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("dtype", [BF16, F16], ids=_id)
-def test_kernel_conversions_are_those_of_tensor_to(dtype):
-    """The numba path's own 16-bit <-> float32 conversions (``_numba_half``) give the bits of
-    ``Tensor.to``: every pattern widened; narrowed: every 16-bit value, the ties halfway
-    between neighbours and one float32 ulp either side, 2**20 random float32 patterns, and
-    the range limits (NaN: a NaN, the payload may differ)."""
-    import numpy as np
-
-    from stnkit.ops.kernels import _numba_half as H
-
-    widen, narrow = {BF16: (H.widen_bf16, H.narrow_bf16), F16: (H.widen_f16, H.narrow_f16)}[
-        dtype]
-    half = _all_16bit(dtype)
-    wide = np.empty(half.numel(), np.float32)
-    widen(half.view(torch.int16).numpy().view(np.uint16), wide)
-    ref = half.float()
-    assert torch.equal(torch.from_numpy(wide).isnan(), ref.isnan())
-    ok = ~ref.isnan()
-    assert torch.equal(torch.from_numpy(wide).view(torch.int32)[ok], ref.view(torch.int32)[ok])
-
-    vals = ref[torch.isfinite(ref)].double().unique()  # sorted
-    ties = ((vals[:-1] + vals[1:]) / 2).float()  # exact: 16-bit neighbours, float32 midpoint
-    bits = ties.view(torch.int32)
-    x = torch.cat([ref, ties, (bits + 1).view(F32), (bits - 1).view(F32),
-                   torch.randint(-(2**31), 2**31 - 1, (2**20,), generator=_gen(0),
-                                 dtype=torch.int64).to(torch.int32).view(F32),
-                   torch.tensor([float("inf"), -float("inf"), 0.0, -0.0, 65504.0, 65519.996,
-                                 65520.0, 1e-45, 2**-24, 2**-25, 3.4e38, -3.4e38])])
-    out = np.empty(x.numel(), np.uint16)
-    narrow(x.numpy(), out)
-    got = torch.from_numpy(out.view(np.int16)).view(dtype)
-    want = x.to(dtype)
-    assert torch.equal(got.isnan(), want.isnan())
-    ok = ~want.isnan()
-    bad = (got.view(torch.int16) != want.view(torch.int16)) & ok
-    assert not bad.any(), f"{int(bad.sum())} differ, e.g. {x[bad][:4].tolist()}"
+def test_kernel_round_trips_every_16bit_value(dtype):
+    """The C++ kernel's 16-bit loads and stores (``csrc/storage.h``): an identity warp
+    (nearest: one tap, so an Inf neighbour's 0 * Inf does not enter) reads every pixel and
+    stores it back, so every 16-bit pattern comes back bit for bit (NaN as a NaN). Rounding
+    to the nearest even between two 16-bit neighbours:
+    ``test_cpp_cpu.py::test_half_rounding_is_tensor_to``."""
+    half = _all_16bit(dtype).reshape(1, 1, 256, 256)
+    out = warp(half, torch.eye(2, 3)[None], mode="nearest", backend="cpp")
+    assert torch.equal(out.isnan(), half.isnan())
+    ok = ~half.isnan()
+    assert torch.equal(out.view(torch.int16)[ok], half.view(torch.int16)[ok])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,7 +377,7 @@ G = torch.zeros(2, 3, 3, 2)
     (lambda: warp(X, A.long()), r"warp: expected theta to have a floating dtype, got torch.int64"),
     (lambda: warp(X, A.to(torch.complex128)),
      r"warp: expected theta to have a floating dtype, got torch.complex128"),
-    (lambda: warp(X, A.bool(), backend="numba"),
+    (lambda: warp(X, A.bool(), backend="cpp"),
      r"warp: expected theta to have a floating dtype, got torch.bool"),
     (lambda: sample(X.int(), G),
      r"sample: expected input to have a floating dtype, got torch.int32"),
@@ -415,12 +389,12 @@ G = torch.zeros(2, 3, 3, 2)
      r"projective_grid: expected theta to have a floating dtype, got torch.complex64"),
     (lambda: tps_grid(tps_lattice(4)[None].bool(), (3, 3)),
      r"tps_grid: expected src_points to have a floating dtype, got torch.bool"),
-    (lambda: torch.ops.stnkit.warp(X.int(), A, [4, 4], "affine", "bilinear", "zeros", False,
-                                   False),
-     r"stnkit::warp: expected input to have a floating dtype, got torch.int32"),
+    (lambda: torch.ops.stnkit.warp_cpu(X.int(), A, [4, 4], "affine", "bilinear", "zeros",
+                                       False, False),
+     r"stnkit::warp_cpu: expected input to have a floating dtype, got torch.int32"),
 ])
 def test_non_floating_operands_are_refused(call, match):
-    import stnkit.ops.kernels.numba_cpu  # noqa: F401  (registers torch.ops.stnkit.warp)
+    import stnkit.ops.kernels.cpp_cpu  # noqa: F401  (registers torch.ops.stnkit.warp_cpu)
 
     with pytest.raises(TypeError, match=match):
         call()
@@ -436,15 +410,15 @@ def test_non_floating_operands_are_refused(call, match):
 def test_operator_opcheck(in_dtype, theta_dtype):
     """The operator's fake implementation and autograd formula agree with the kernel on
     mixed dtypes (output: the input's dtype; gradients: their operands')."""
-    import stnkit.ops.kernels.numba_cpu  # noqa: F401
+    import stnkit.ops.kernels.cpp_cpu  # noqa: F401
 
     x = torch.rand(2, 2, 6, 7).to(in_dtype).requires_grad_()
     theta = _theta("affine", 2, 5).to(theta_dtype).requires_grad_()
     args = (x, theta, [5, 6], "affine", "bilinear", "zeros", False, False)
-    torch.library.opcheck(torch.ops.stnkit.warp, args,
+    torch.library.opcheck(torch.ops.stnkit.warp_cpu, args,
                           test_utils=("test_schema", "test_faketensor",
                                       "test_autograd_registration"))
-    out = torch.ops.stnkit.warp(*args)
+    out = torch.ops.stnkit.warp_cpu(*args)
     assert out.dtype == in_dtype
     gx, gt = torch.autograd.grad(out.double().sum(), (x, theta))
     assert gx.dtype == in_dtype and gt.dtype == theta_dtype

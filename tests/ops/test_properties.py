@@ -71,7 +71,7 @@ def test_identity_theta_returns_the_input(dim, shape, align_corners, mode, paddi
     assert torch.equal(out, x), f"{err=}"
 
 
-@pytest.mark.parametrize("backend", ["torch", "numba"])
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
 @pytest.mark.parametrize("align_corners", [False, True])
 @pytest.mark.parametrize("dim", [2, 3])
 def test_identity_theta_is_bit_exact(dim, align_corners, backend):

@@ -258,14 +258,12 @@ def _fake_kernel(reason=None):
 
 
 CPP = "stnkit.ops.kernels.cpp_cpu"
-NUMBA = "stnkit.ops.kernels.numba_cpu"
 TRITON = "stnkit.ops.kernels.triton_gpu"
 
 
 def test_auto_uses_a_supporting_kernel(monkeypatch):
     fake = _fake_kernel()
     monkeypatch.setitem(sys.modules, CPP, fake)
-    monkeypatch.setitem(sys.modules, NUMBA, fake)
     monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
     x = torch.zeros(2, 1, 4, 5)
     out = warp(x, T.identity(2), size=(3, 3), mode="nearest")
@@ -273,58 +271,55 @@ def test_auto_uses_a_supporting_kernel(monkeypatch):
     assert fake.calls == [{"transform": "affine", "size": (3, 3), "mode": "nearest",
                            "padding_mode": "zeros", "align_corners": False,
                            "deterministic": True}]
-    warp(x, T.identity(2), backend="numba", deterministic=False)
+    warp(x, T.identity(2), backend="cpp", deterministic=False)
     assert fake.calls[-1]["deterministic"] is False and fake.calls[-1]["size"] == (4, 5)
     # torch is never routed to a kernel
     assert not (warp(x, T.identity(2), backend="torch") == 7).any()
 
 
-def test_auto_tries_cpp_then_numba_on_cpu(monkeypatch):
-    cpp, numba = _fake_kernel(), _fake_kernel()
+def test_auto_runs_the_cpp_kernel_on_cpu(monkeypatch):
+    cpp = _fake_kernel()
     monkeypatch.setitem(sys.modules, CPP, cpp)
-    monkeypatch.setitem(sys.modules, NUMBA, numba)
     warp(torch.zeros(2, 1, 4, 5), T.identity(2))
-    assert len(cpp.calls) == 1 and numba.calls == []
-    monkeypatch.setitem(sys.modules, CPP, _fake_kernel("2-D only"))
-    warp(torch.zeros(2, 1, 4, 5), T.identity(2))
-    assert len(numba.calls) == 1
+    assert len(cpp.calls) == 1
+    monkeypatch.setitem(sys.modules, CPP, _fake_kernel("not this call"))
+    assert not (warp(torch.zeros(2, 1, 4, 5), T.identity(2)) == 7).any()  # torch path
 
 
 def test_auto_falls_back_to_torch(monkeypatch):
     x = torch.rand(1, 1, 4, 5)
     ref = warp(x, T.identity(), backend="torch")
-    monkeypatch.setitem(sys.modules, CPP, None)
-    monkeypatch.setitem(sys.modules, NUMBA, None)  # makes the import fail
+    monkeypatch.setitem(sys.modules, CPP, None)  # makes the import fail
     assert torch.equal(warp(x, T.identity()), ref)
-    monkeypatch.setitem(sys.modules, NUMBA, _fake_kernel("no bicubic"))
+    monkeypatch.setitem(sys.modules, CPP, _fake_kernel("no bicubic"))
     assert torch.equal(warp(x, T.identity()), ref)
     fake = _fake_kernel()
-    monkeypatch.setitem(sys.modules, NUMBA, fake)
+    monkeypatch.setitem(sys.modules, CPP, fake)
     src = tps_lattice(4)[None]
     # dst_points cannot be passed to a kernel: auto uses torch
     warp(x, src, transform="tps", dst_points=tps_lattice(4))
     assert fake.calls == []
     # a CPU tensor never goes to the GPU kernel
     monkeypatch.setitem(sys.modules, TRITON, fake)
-    monkeypatch.setitem(sys.modules, NUMBA, None)
+    monkeypatch.setitem(sys.modules, CPP, None)
     warp(x, T.identity())
     assert fake.calls == []
 
 
 def test_explicit_kernel_backend_errors(monkeypatch):
     x = torch.rand(1, 1, 4, 5)
-    monkeypatch.setitem(sys.modules, NUMBA, None)
-    with pytest.raises(ValueError, match=r"warp: expected backend 'numba' to support this call "
-                                         r"\(stnkit.ops.kernels.numba_cpu cannot be imported"):
-        warp(x, T.identity(), backend="numba")
-    monkeypatch.setitem(sys.modules, NUMBA, _fake_kernel("bicubic is not supported"))
-    with pytest.raises(ValueError, match=r"warp: expected backend 'numba' to support this call "
-                                         r"\(bicubic is not supported\), got 'numba'"):
-        warp(x, T.identity(), backend="numba", mode="bicubic")
-    monkeypatch.setitem(sys.modules, NUMBA, _fake_kernel())
+    monkeypatch.setitem(sys.modules, CPP, None)
+    with pytest.raises(ValueError, match=r"warp: expected backend 'cpp' to support this call "
+                                         r"\(stnkit.ops.kernels.cpp_cpu cannot be imported"):
+        warp(x, T.identity(), backend="cpp")
+    monkeypatch.setitem(sys.modules, CPP, _fake_kernel("bicubic is not supported"))
+    with pytest.raises(ValueError, match=r"warp: expected backend 'cpp' to support this call "
+                                         r"\(bicubic is not supported\), got 'cpp'"):
+        warp(x, T.identity(), backend="cpp", mode="bicubic")
+    monkeypatch.setitem(sys.modules, CPP, _fake_kernel())
     with pytest.raises(ValueError, match=r"\(dst_points is not supported\)"):
         warp(x, tps_lattice(4)[None], transform="tps", dst_points=tps_lattice(4),
-             backend="numba")
+             backend="cpp")
     monkeypatch.setitem(sys.modules, TRITON, None)
     with pytest.raises(ValueError, match=r"expected backend 'triton' to support this call "
                                          r"\(stnkit.ops.kernels.triton_gpu cannot be imported"):
@@ -357,7 +352,7 @@ A = torch.eye(2, 3).expand(2, 2, 3)
     (lambda: warp(X, A, padding_mode="edge"), ValueError,
      r"warp: expected padding_mode one of 'zeros', 'border', 'reflection', got 'edge'"),
     (lambda: warp(X, A, backend="cuda"), ValueError,
-     r"warp: expected backend one of 'auto', 'torch', 'cpp', 'numba', 'triton', got 'cuda'"),
+     r"warp: expected backend one of 'auto', 'torch', 'cpp', 'triton', got 'cuda'"),
     (lambda: warp(X, A, align_corners="yes"), TypeError,
      r"warp: expected align_corners a bool, got 'yes'"),
     (lambda: warp(X, A, deterministic=1), TypeError,

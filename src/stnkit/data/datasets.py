@@ -77,7 +77,7 @@ _threads_saved = 1
 
 @contextlib.contextmanager
 def _one_thread() -> Iterator[None]:
-    """torch (and so the Numba kernels) on one intra-op thread; nesting- and thread-safe:
+    """torch (and so the C++ kernels) on one intra-op thread; nesting- and thread-safe:
     the first user saves the setting, the last one restores it."""
     global _threads_users, _threads_saved
     with _THREADS_LOCK:

@@ -300,7 +300,7 @@ def _theta(matrix: np.ndarray, out_size: int) -> np.ndarray:
 def warp_backend() -> str:
     """The backend ``warp(backend="auto")`` runs here for the generators' warps of float32 CPU
     images (:func:`stnkit.ops.warp.auto_backend`): ``"cpp"`` where its kernels are built,
-    else ``"numba"`` if its kernels import, else ``"torch"``. They agree to float rounding, so
+    else ``"torch"``. They agree to float rounding, so
     caches record which one ran."""
     return auto_backend(torch.zeros(1, 1, 2, 2), torch.eye(2, 3)[None])
 

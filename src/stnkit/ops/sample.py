@@ -54,7 +54,7 @@ grad_input depends on the grid only through integer taps, so the grid gets 0 the
 point with a NaN/Inf coordinate gets 0 second derivatives, as it gets 0 first ones. A third
 derivative raises StnkitValueError (the double backward is not differentiable again).
 
-Non-finite values, the rule of every backend (``sample``, ``warp`` on torch / numba / triton),
+Non-finite values, the rule of every backend (``sample``, ``warp`` on torch / cpp / triton),
 which is ``grid_sample``'s:
 
 - pixels: an output point adds weight * value over its taps inside the image (after padding;
@@ -80,7 +80,7 @@ which is ``grid_sample``'s:
   ``trunc(x / 2 span) * 2 span`` in the coordinate dtype, which loses whole pixels once
   ``|x_pix| * eps`` nears the span (float32: from about 1e6 pixels); there its values are
   rounding noise and ours differ from them. Below that every backend agrees with it to
-  about ``|x_pix| * eps`` (numba and triton compute the coordinate in one fused step, so
+  about ``|x_pix| * eps`` (the cpp and triton kernels compute the coordinate in one fused step, so
   their rounding differs from the grid path's by that much).
 
 Implementation: vectorised torch ops only (``index_select`` / ``index_add_``), so it runs on

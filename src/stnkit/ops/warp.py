@@ -9,18 +9,17 @@ padding_mode, align_corners, deterministic)``):
 - ``"cpp"``: ``stnkit.ops.kernels.cpp_cpu`` (fused CPU kernels in C++: 2-D affine,
   projective and TPS, 3-D affine; built at install time, optional; on torch's own OpenMP
   threads).
-- ``"numba"``: ``stnkit.ops.kernels.numba_cpu`` (fused CPU kernels, 2-D and 3-D affine,
-  projective).
 - ``"triton"``: ``stnkit.ops.kernels.triton_gpu`` (fused CUDA kernels).
-- ``"auto"``: CPU tensors -> cpp (numba where the C++ kernels were not built); CUDA tensors
-  -> triton; the first kernel module that imports and supports the call, otherwise torch.
-  (cpp first: on torch's own threads it is the faster one inside a network at every shape
-  measured, and it needs no compilation at the first call; ``benchmarks/warp.py``, ``docs/speed.md``. The order is
-  ``_AUTO``.) An explicit kernel backend that is not installed or does not support the call
-  raises ValueError with the reason.
+- ``"auto"``: CPU tensors -> cpp; CUDA tensors -> triton; the kernel module if it imports
+  (cpp: was built at install) and supports the call, otherwise torch.
+  (The C++ kernels replaced the Numba ones: on torch's own threads they are faster inside a
+  network at every shape measured, and need no compilation at the first call;
+  ``benchmarks/warp.py``, ``docs/speed.md``. The order is ``_AUTO``.) An explicit kernel
+  backend that is not installed or does not support the call raises ValueError with the
+  reason.
 
 Compilers: the kernels are PyTorch operators (``torch.ops.stnkit.warp_cpu`` (cpp) /
-``warp`` (numba) / ``warp_triton`` and their ``_backward``; schemas in
+``warp_triton`` and their ``_backward``; schemas in
 ``stnkit.ops.kernels._library``), so ``torch.compile`` (``fullgraph=True`` included),
 ``torch.export`` and ``torch.jit.trace`` keep them in the graph with every backend, the
 backward too; the compiler fuses what surrounds them (Triton kernels it sees inside). The
@@ -61,11 +60,10 @@ from stnkit.ops.sample import MODES, PADDING_MODES, sample
 __all__ = ["BACKENDS", "MODES", "PADDING_MODES", "TRANSFORMS", "auto_backend", "warp"]
 
 TRANSFORMS = ("affine", "projective", "tps")
-BACKENDS = ("auto", "torch", "cpp", "numba", "triton")
+BACKENDS = ("auto", "torch", "cpp", "triton")
 _KERNEL_MODULES = {"cpp": "stnkit.ops.kernels.cpp_cpu",
-                   "numba": "stnkit.ops.kernels.numba_cpu",
                    "triton": "stnkit.ops.kernels.triton_gpu"}
-_AUTO = {"cpu": ("cpp", "numba"), "cuda": ("triton",)}  # kernel backends "auto" tries, in order
+_AUTO = {"cpu": ("cpp",), "cuda": ("triton",)}  # kernel backends "auto" tries, in order
 
 
 def _auto_kernel(input: Tensor, kernel_theta: Tensor, transform: str, mode: str,
@@ -83,13 +81,13 @@ def _auto_kernel(input: Tensor, kernel_theta: Tensor, transform: str, mode: str,
 def auto_backend(input: Tensor, theta: Tensor, *, transform: str = "affine",
                  mode: str = "bilinear", padding_mode: str = "zeros") -> str:
     """The backend ``warp(input, theta, ..., backend="auto")`` runs for such a call:
-    ``"cpp"``, ``"numba"``, ``"triton"`` or ``"torch"`` (which kernels are installed, and
+    ``"cpp"``, ``"triton"`` or ``"torch"`` (which kernels are installed, and
     what they support). Kernels agree with the torch path to float rounding, not bit for bit,
     so code that stores results (the dataset caches of :mod:`stnkit.data`) records it.
 
     >>> import torch
     >>> from stnkit.ops import auto_backend
-    >>> auto_backend(torch.zeros(1, 1, 4, 4), torch.eye(2, 3)[None]) in ("cpp", "numba", "torch")
+    >>> auto_backend(torch.zeros(1, 1, 4, 4), torch.eye(2, 3)[None]) in ("cpp", "torch")
     True
     """
     return _auto_kernel(input, _kernel_theta(input, theta, transform), transform, mode,
@@ -109,11 +107,9 @@ def _load_kernel(backend: str) -> tuple[ModuleType | None, str | None]:
     try:  # import statements, not importlib: torch.compile traces them
         if backend == "cpp":
             import stnkit.ops.kernels.cpp_cpu  # noqa: F401
-        elif backend == "numba":
-            import stnkit.ops.kernels.numba_cpu  # noqa: F401
         else:
             import stnkit.ops.kernels.triton_gpu  # noqa: F401
-    except ImportError as e:  # the module, or a dependency of it (numba, triton), is missing
+    except ImportError as e:  # the module, or a dependency of it (triton), is missing
         return None, f"{name} cannot be imported ({e})"
     return sys.modules[name], None
 
@@ -134,7 +130,7 @@ def warp(input: Tensor, theta: Tensor, *, transform: str = "affine", size=None,
         size: output spatial size (H_out, W_out) / (D_out, H_out, W_out); None keeps the
             input's.
         mode, padding_mode, align_corners: as in ``stnkit.ops.sample``.
-        backend: "auto", "torch", "cpp", "numba" or "triton" (see the module docstring).
+        backend: "auto", "torch", "cpp" or "triton" (see the module docstring).
         deterministic: None means ``torch.are_deterministic_algorithms_enabled()``; passed to
             kernel backends.
         dst_points: (K, 2), only for ``"tps"``: where the control points sit in the output

@@ -1,4 +1,4 @@
-"""Cases shared by the kernel backends' tests (numba_cpu, triton_gpu): random thetas that
+"""Cases shared by the kernel backends' tests (cpp_cpu, triton_gpu): random thetas that
 keep every sample point away from knots, their pixel coordinates, and the comparison."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""benchmarks/warp.py and warp_profile.py run (tiny shapes, one round) and print their tables."""
+"""benchmarks/warp.py runs (tiny shapes, one round) and prints its tables."""
 
 import importlib.util
 import os
@@ -15,7 +15,7 @@ SCRIPT = BENCHMARKS / "warp.py"
 
 
 F32_EPS = torch.finfo(torch.float32).eps
-# every fused-kernel backend there is (numba, triton, ...): one that cannot run a case is skipped
+# every fused-kernel backend there is (cpp, triton): one that cannot run a case is skipped
 # with its reason; "stnkit triton" always is, on these CPU tensors (CUDA only)
 KERNELS = [f"stnkit {b}" for b in BACKENDS if b not in ("auto", "torch")]
 METHODS = ["stnkit torch", "PyTorch eager", "OpenCV"] + KERNELS
@@ -83,7 +83,8 @@ def test_benchmark_smoke():
         header, rows, skipped = sections[transform]
         assert header == HEADER, r.stdout
         methods = [m for m in METHODS if transform == "affine" or m.startswith("stnkit ")]
-        assert "stnkit triton" in skipped and "CUDA" in skipped["stnkit triton"], r.stdout
+        assert "stnkit triton" in skipped, r.stdout  # CUDA tensors only, or not installed
+        assert any(why in skipped["stnkit triton"] for why in ("CUDA", "cannot be imported"))
         assert set(skipped) <= set(KERNELS), skipped  # never torch, PyTorch or OpenCV
         # every shape x method that runs there (OpenCV has no volumes; a kernel may skip
         # some shapes only, e.g. cpp the volume: its skip line lists them), in order
@@ -121,18 +122,3 @@ def test_benchmark_columns_alone():
         "max diff", "peak extra mem (x input)"]
     assert bench._columns(bench.CONTEXTS, False) == HEADER
     assert bench.STNKIT_METHODS == [f"stnkit {b}" for b in BACKENDS if b != "auto"]
-
-
-def test_profile_smoke():
-    r = subprocess.run([sys.executable, str(BENCHMARKS / "warp_profile.py"), "--rounds", "1",
-                        "--shapes", "4,1,8,9", "2,3,16,12", "1,1,4,5,6"],
-                       capture_output=True, text=True, timeout=600, check=False)
-    assert r.returncode == 0, r.stderr[-2000:]
-    rows = [line for line in r.stdout.splitlines() if line.startswith("| (")]
-    assert len(rows) == 3, r.stdout
-    for line in rows:
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        floor, fwd, ratio = float(cells[1]), float(cells[2]), float(cells[3].rstrip("x"))
-        assert floor > 0 and fwd > 0 and abs(ratio - fwd / floor) < 0.06 * ratio + 0.05, line
-        assert float(cells[7]) > 0, line  # PyTorch
-    assert "gather floor" in r.stdout and "threads: torch 1" in r.stdout

@@ -1,10 +1,11 @@
 """cpp_cpu: the fused C++ CPU kernels against the torch path (= F.grid_sample semantics).
 
 Forward and both gradients for every transform (affine, projective, TPS; affine on volumes)
-x mode x padding x align_corners, float64 (1e-10) and float32; 16-bit images; gradcheck; NaN / Inf / outside
-thetas; long rows (tile segments) and many rows (row groups); the work plans and their
-determinism; the shared OpenMP runtime. Thetas keep every sample point ``MARGIN`` pixels away
-from knots and ties where the dtype's rounding could move it across one.
+x mode x padding x align_corners, float64 (1e-10) and float32; 16-bit images; gradcheck;
+NaN / Inf / outside thetas; long rows (tile segments) and many rows (row groups); the work
+plans and their determinism; the shared OpenMP runtime. Thetas keep every sample point
+``MARGIN`` pixels away from knots and ties where the dtype's rounding could move it across
+one.
 """
 
 import itertools

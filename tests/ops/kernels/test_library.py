@@ -21,7 +21,7 @@ from torch.library import opcheck
 
 from stnkit._checks import StnkitValueError
 from stnkit.ops import warp
-from stnkit.ops.kernels import numba_cpu  # noqa: F401  (registers stnkit::warp)
+from stnkit.ops.kernels import cpp_cpu  # registers stnkit::warp_cpu
 
 from ._cases import F64, PADS, gen, theta_away_from_knots, transform_of
 
@@ -51,6 +51,7 @@ def _import_interpreted_triton():
 TRITON_GPU, NO_TRITON = (None, "a GPU is present") if torch.cuda.is_available() else \
     _import_interpreted_triton()
 needs_triton = pytest.mark.skipif(TRITON_GPU is None, reason=str(NO_TRITON))
+needs_cpp = pytest.mark.skipif(cpp_cpu._LIB is None, reason=str(cpp_cpu._WHY))
 
 SCHEMA = ("(Tensor input, Tensor theta, SymInt[] size, str transform, str mode, "
           "str padding_mode, bool align_corners, bool deterministic) -> Tensor")
@@ -70,7 +71,7 @@ def _case(kind, seed=0, dtype=F64):
     return x, theta, list(size), g
 
 
-@pytest.mark.parametrize("name", ["warp", "warp_triton"])
+@pytest.mark.parametrize("name", ["warp_cpu", "warp_triton"])
 def test_schemas(name):
     if name == "warp_triton" and TRITON_GPU is None:
         pytest.skip(str(NO_TRITON))
@@ -91,16 +92,17 @@ ALL_UTILS = ("test_schema", "test_autograd_registration", "test_faketensor",
              "test_aot_dispatch_dynamic")
 
 
+@needs_cpp
 @pytest.mark.parametrize("kind, mode, pad", list(_opcheck_cases()))
-def test_opcheck_numba(kind, mode, pad):
+def test_opcheck_cpp(kind, mode, pad):
     x, theta, size, g = _case(kind)
     args = (transform_of(kind), mode, pad, False, False)
-    opcheck(torch.ops.stnkit.warp, (x.requires_grad_(), theta.requires_grad_(), size, *args),
+    opcheck(torch.ops.stnkit.warp_cpu, (x.requires_grad_(), theta.requires_grad_(), size, *args),
             test_utils=ALL_UTILS)
     # the backward op's own dynamic-shape trace is left out: its double backward runs the
     # torch path, whose size checks take plain ints only
     for mask in ([True, True], [False, True], [True, False]):
-        opcheck(torch.ops.stnkit.warp_backward,
+        opcheck(torch.ops.stnkit.warp_cpu_backward,
                 (g, x.detach(), theta.detach(), size, *args, mask), test_utils=ALL_UTILS[:3])
 
 
@@ -122,54 +124,58 @@ def test_opcheck_triton(kind, det, monkeypatch):
                 (g, x.detach(), theta.detach(), size, *args, mask), test_utils=utils[:3])
 
 
+@needs_cpp
 def test_ops_warp_calls_the_operator(monkeypatch):
     calls = []
-    real = torch.ops.stnkit.warp
+    real = torch.ops.stnkit.warp_cpu
 
     class Spy:
         def __call__(self, *args):
             calls.append(args[2:])
             return real(*args)
 
-    monkeypatch.setattr(numba_cpu, "warp_op", Spy())
+    monkeypatch.setattr(cpp_cpu, "warp_op", Spy())
     x, theta, size, _ = _case("affine")
-    warp(x, theta, size=size, mode="nearest", padding_mode="border", backend="numba")
+    warp(x, theta, size=size, mode="nearest", padding_mode="border", backend="cpp")
     assert calls == [([4, 5], "affine", "nearest", "border", False, False)], calls
 
 
+@needs_cpp
 def test_output_mask_skips_unneeded_gradients():
     x, theta, size, g = _case("projective")
     args = (size, "projective", "bilinear", "zeros", False, False)
-    gin, gtheta = torch.ops.stnkit.warp_backward(g, x, theta, *args, [True, True])
-    only_theta = torch.ops.stnkit.warp_backward(g, x, theta, *args, [False, True])
-    only_input = torch.ops.stnkit.warp_backward(g, x, theta, *args, [True, False])
+    gin, gtheta = torch.ops.stnkit.warp_cpu_backward(g, x, theta, *args, [True, True])
+    only_theta = torch.ops.stnkit.warp_cpu_backward(g, x, theta, *args, [False, True])
+    only_input = torch.ops.stnkit.warp_cpu_backward(g, x, theta, *args, [True, False])
     assert only_theta[0].shape == (0,) and only_input[1].shape == (0,)
     assert torch.equal(only_input[0], gin)
     # grad_theta alone is cut into other tasks (no scatter to keep apart): other sum order
     err = (only_theta[1] - gtheta).abs().max().item()
     assert err < 1e-12 * gtheta.abs().max().item(), f"{err=}"
     # nearest: the theta gradient is zero (and not computed)
-    _, gt = torch.ops.stnkit.warp_backward(g, x, theta, size, "projective", "nearest", "zeros",
-                                           False, False, [False, True])
+    _, gt = torch.ops.stnkit.warp_cpu_backward(g, x, theta, size, "projective", "nearest", "zeros",
+                                               False, False, [False, True])
     assert gt.shape == theta.shape and not gt.any()
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda x, t: torch.ops.stnkit.warp(x, t, [4, 5], "similarity", "bilinear", "zeros",
-                                        False, False),
-     r"stnkit::warp: expected transform one of"),
-    (lambda x, t: torch.ops.stnkit.warp(x, t, [4, 5], "tps", "bilinear", "zeros", False,
-                                        False), r"stnkit::warp: expected theta of shape \(\d+, K \+ 3, 2\)"),
-    (lambda x, t: torch.ops.stnkit.warp(x, t, [4, 5], "affine", "bicubic", "zeros", False,
-                                        False), r"stnkit::warp: expected mode one of"),
-    (lambda x, t: torch.ops.stnkit.warp(x, t[:, :1], [4, 5], "affine", "bilinear", "zeros",
-                                        False, False),
-     r"stnkit::warp: expected theta of shape \(2, 2, 3\), got \(2, 1, 3\)"),
-    (lambda x, t: torch.ops.stnkit.warp(x, t, [4], "affine", "bilinear", "zeros", False,
-                                        False), r"stnkit::warp: expected size 2 output sizes"),
-    (lambda x, t: torch.ops.stnkit.warp(x[..., None], t, [4, 5, 2], "projective", "bilinear",
-                                        "zeros", False, False),
-     r"stnkit::warp: expected input of shape \(B, C, H, W\) for transform='projective'"),
+    (lambda x, t: torch.ops.stnkit.warp_cpu(x, t, [4, 5], "similarity", "bilinear", "zeros",
+                                            False, False),
+     r"stnkit::warp_cpu: expected transform one of"),
+    (lambda x, t: torch.ops.stnkit.warp_cpu(x, t, [4, 5], "tps", "bilinear", "zeros", False,
+                                            False),
+     r"stnkit::warp_cpu: expected theta of shape \(\d+, K \+ 3, 2\)"),
+    (lambda x, t: torch.ops.stnkit.warp_cpu(x, t, [4, 5], "affine", "bicubic", "zeros", False,
+                                            False), r"stnkit::warp_cpu: expected mode one of"),
+    (lambda x, t: torch.ops.stnkit.warp_cpu(x, t[:, :1], [4, 5], "affine", "bilinear", "zeros",
+                                            False, False),
+     r"stnkit::warp_cpu: expected theta of shape \(2, 2, 3\), got \(2, 1, 3\)"),
+    (lambda x, t: torch.ops.stnkit.warp_cpu(x, t, [4], "affine", "bilinear", "zeros", False,
+                                            False),
+     r"stnkit::warp_cpu: expected size 2 output sizes"),
+    (lambda x, t: torch.ops.stnkit.warp_cpu(x[..., None], t, [4, 5, 2], "projective", "bilinear",
+                                            "zeros", False, False),
+     r"stnkit::warp_cpu: expected input of shape \(B, C, H, W\) for transform='projective'"),
 ])
 def test_direct_calls_are_checked(call, match):
     x, theta, _, _ = _case("affine")
@@ -182,10 +188,10 @@ def test_direct_calls_are_checked(call, match):
 # --------------------------------------------------------------------------------------------
 
 
-def _numba_warp(kind, size, pad, align=False):
+def _cpp_warp(kind, size, pad, align=False):
     def f(x, t):
         return warp(x, t, transform=transform_of(kind), size=size, padding_mode=pad,
-                    align_corners=align, backend="numba")
+                    align_corners=align, backend="cpp")
     return f
 
 
@@ -196,6 +202,7 @@ def _grid_sample_warp(kind, size, pad, align=False):
     return f
 
 
+@needs_cpp
 @pytest.mark.parametrize("pad", PADS)
 @pytest.mark.parametrize("kind", ["affine", "affine3d"])
 def test_gradgradcheck(kind, pad):
@@ -204,9 +211,10 @@ def test_gradgradcheck(kind, pad):
     x = torch.randn(shape, dtype=F64, generator=gen(3)).requires_grad_()
     theta = theta_away_from_knots(kind, 1, shape[2:], size, False, F64, seed=5,
                                   strength=0.3).requires_grad_()
-    assert torch.autograd.gradgradcheck(_numba_warp(kind, size, pad), (x, theta)), kind
+    assert torch.autograd.gradgradcheck(_cpp_warp(kind, size, pad), (x, theta)), kind
 
 
+@needs_cpp
 @pytest.mark.parametrize("pad", PADS)
 @pytest.mark.parametrize("kind", ["affine", "affine3d"])
 def test_second_derivatives_match_grid_sample(kind, pad):
@@ -214,7 +222,7 @@ def test_second_derivatives_match_grid_sample(kind, pad):
     gg_x = torch.randn(x.shape, dtype=F64, generator=gen(8))
     gg_t = torch.randn(theta.shape, dtype=F64, generator=gen(9))
     res = []
-    for fn in (_numba_warp(kind, size, pad), _grid_sample_warp(kind, size, pad)):
+    for fn in (_cpp_warp(kind, size, pad), _grid_sample_warp(kind, size, pad)):
         xi, ti, gi = (v.clone().requires_grad_() for v in (x, theta, g))
         dx, dt = torch.autograd.grad(fn(xi, ti), (xi, ti), gi, create_graph=True)
         res.append(torch.autograd.grad((dx, dt), (xi, ti, gi), (gg_x, gg_t)))
@@ -223,9 +231,10 @@ def test_second_derivatives_match_grid_sample(kind, pad):
         assert err < 1e-10, f"{kind} {pad} d2/d{name}: {err=}"
 
 
+@needs_cpp
 def test_double_backward_needs_only_what_is_asked():
     x, theta, size, g = _case("projective", seed=2)
-    f = _numba_warp("projective", size, "border")
+    f = _cpp_warp("projective", size, "border")
     ti = theta.clone().requires_grad_()
     (dt,) = torch.autograd.grad(f(x, ti), ti, g, create_graph=True)  # input needs no grad
     (hvp,) = torch.autograd.grad(dt, ti, torch.ones_like(dt))

@@ -2,17 +2,17 @@
 
 Schemas (fixed: ``torch.export`` graphs and the ONNX translation refer to them by name)::
 
-    stnkit::warp(Tensor input, Tensor theta, SymInt[] size, str transform, str mode,
-                 str padding_mode, bool align_corners, bool deterministic) -> Tensor
-    stnkit::warp_backward(Tensor grad_output, Tensor input, Tensor theta, SymInt[] size,
-                          str transform, str mode, str padding_mode, bool align_corners,
-                          bool deterministic, bool[] output_mask) -> (Tensor, Tensor)
-    stnkit::warp_triton(...the arguments of stnkit::warp...) -> Tensor
-    stnkit::warp_triton_backward(...the arguments of stnkit::warp_backward...)
+    stnkit::warp_cpu(Tensor input, Tensor theta, SymInt[] size, str transform, str mode,
+                     str padding_mode, bool align_corners, bool deterministic) -> Tensor
+    stnkit::warp_cpu_backward(Tensor grad_output, Tensor input, Tensor theta, SymInt[] size,
+                              str transform, str mode, str padding_mode, bool align_corners,
+                              bool deterministic, bool[] output_mask) -> (Tensor, Tensor)
+    stnkit::warp_triton(...the arguments of stnkit::warp_cpu...) -> Tensor
+    stnkit::warp_triton_backward(...the arguments of stnkit::warp_cpu_backward...)
         -> (Tensor, Tensor)
 
-``stnkit::warp`` / ``warp_backward`` run the Numba kernels (CPU, ``custom_op``: opaque to
-the compiler); ``warp_triton`` / ``warp_triton_backward`` the Triton kernels (CUDA,
+``stnkit::warp_cpu`` / ``warp_cpu_backward`` run the C++ kernels (CPU, ``custom_op``: opaque
+to the compiler); ``warp_triton`` / ``warp_triton_backward`` the Triton kernels (CUDA,
 ``triton_op``: the compiler sees the kernels). Arguments: input (B, C, H, W) or
 (B, C, D, H, W); theta (B, 2, 3) / (B, 3, 4) for ``transform="affine"`` (2-D / 3-D), (B, 3, 3)
 for ``"projective"``, (B, K + 3, 2) for ``"tps"`` (2-D): the spline weights

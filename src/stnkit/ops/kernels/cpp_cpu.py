@@ -29,7 +29,7 @@ Threads: ``torch.get_num_threads()`` OpenMP threads. The library is built with `
 and needs ``libgomp.so.1``; loaded after torch, the dynamic loader resolves that to the
 libgomp torch already loaded (same soname), so the kernels' parallel regions run on torch's
 own thread team: a warp right after a torch operator finds the team already spinning,
-instead of a second pool competing with it (Numba's pools do).
+instead of a second pool competing with it.
 
 Backward plan (``cpu_warp.cpp``): output tiles of about 1024 pixels (whole rows, or segments
 of a long row); tile rows are gathered into at most 64 row groups per image. dL/dtheta is

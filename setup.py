@@ -20,7 +20,7 @@ PACKAGE = "stnkit.ops.kernels"
 # AVX-512. No -march=native: the wheel must run on any x86-64 it lands on.
 VARIANTS = {"_cpu_warp": []}
 if platform.machine().lower() in ("x86_64", "amd64"):
-    VARIANTS["_cpu_warp_avx2"] = ["-mavx2"]
+    VARIANTS["_cpu_warp_avx2"] = ["-mavx2", "-mf16c"]  # every AVX2 CPU has F16C
 
 
 class BuildExt(build_ext):

@@ -94,14 +94,19 @@ def plot(runs: list[dict], path: Path) -> bool:
     return True
 
 
-def page(runs: list[dict], png: str | None) -> str:
+def cpu_line() -> str:
+    """The CPU's model and the vector flags that decide its speed, e.g. "AMD EPYC (avx2)"."""
     name, flags = cpu_info()
     have = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name} ({', '.join(have) or 'no AVX2'})"
+
+
+def page(runs: list[dict], png: str | None) -> str:
     out = [f"# Budget curve: {runs[0]['variant']}, CNN and ST-CNN (affine)", "",
            "Each run is `stnkit train --schedule cpu` with `--iterations 2000k --lr-step 800k` "
            f"(k = 1, 3, 10: 64k, 192k, 640k samples of the fixed distorted training set, "
            "batch 32, Adam 1e-3, x0.3 every 800k steps), seed 0, one thread, float32. "
-           f"CPU: {name} ({', '.join(have) or 'no AVX2'}). CPU minutes are the process's "
+           f"CPU: {cpu_line()}. CPU minutes are the process's "
            "CPU time (wall minutes overstate: the runs shared two cores with other work and "
            "were paused while benchmarks ran). Command: "
            "`python scripts/budget_curve.py RUN_DIR ... -o PAGE`.", "",

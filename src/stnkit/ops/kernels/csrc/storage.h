@@ -5,33 +5,30 @@
 
 #include <cstdint>
 #include <cstring>
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
 
 namespace stnkit {
 
-struct Half {
-  uint16_t bits;
-};
-struct BFloat16 {
-  uint16_t bits;
-};
+// 16-bit storage types: their bit patterns, as distinct scalar types (enums, not structs:
+// the compiler vectorises loads and stores of scalars only)
+enum class Half : uint16_t {};
+enum class BFloat16 : uint16_t {};
 
-inline uint32_t bits_of(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return u;
-}
+// bit casts (a builtin, not memcpy through memory: loops that call them vectorise)
+inline uint32_t bits_of(float f) { return __builtin_bit_cast(uint32_t, f); }
+inline float float_of(uint32_t u) { return __builtin_bit_cast(float, u); }
 
-inline float float_of(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-inline float to_float(BFloat16 v) { return float_of(uint32_t(v.bits) << 16); }
+inline float to_float(BFloat16 v) { return float_of(uint32_t(v) << 16); }
 
 inline float to_float(Half v) {
-  const uint32_t sign = uint32_t(v.bits & 0x8000u) << 16;
-  const uint32_t exponent = (v.bits >> 10) & 0x1fu, mantissa = v.bits & 0x3ffu;
+#if defined(__F16C__)  // one instruction (vcvtph2ps), exact like the code below
+  return _cvtsh_ss(uint16_t(v));
+#endif
+  const uint32_t bits = uint16_t(v);
+  const uint32_t sign = (bits & 0x8000u) << 16;
+  const uint32_t exponent = (bits >> 10) & 0x1fu, mantissa = bits & 0x3ffu;
   if (exponent == 0) {  // zero or subnormal: mantissa * 2^-24, exact in float
     return float_of(bits_of(float(mantissa) * 0x1p-24f) | sign);
   }
@@ -39,25 +36,29 @@ inline float to_float(Half v) {
   return float_of(sign | ((exponent + 112) << 23) | (mantissa << 13));
 }
 
+// Branch-free (a select for NaN), so that the loops that store through it vectorise
 inline BFloat16 to_bfloat16(float f) {
-  if (f != f) return {0x7fc0};
   const uint32_t u = bits_of(f);
-  return {uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16)};
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return BFloat16(f != f ? 0x7fc0u : rounded);
 }
 
 inline Half to_half(float f) {
+#if defined(__F16C__)  // vcvtps2ph, IEEE round to nearest even, as the code below
+  return Half(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT));
+#endif
   uint32_t u = bits_of(f);
   const uint32_t sign = (u >> 16) & 0x8000u;
   u &= 0x7fffffffu;
   if (u >= 0x47800000u) {  // |f| >= 2^16: Inf (NaN stays NaN)
-    return {uint16_t(sign | (u > 0x7f800000u ? 0x7e00u : 0x7c00u))};
+    return Half(sign | (u > 0x7f800000u ? 0x7e00u : 0x7c00u));
   }
   if (u < 0x38800000u) {  // |f| < 2^-14: a subnormal half; 0.5 + |f| rounds at its ulp 2^-24
-    return {uint16_t(sign | (bits_of(float_of(u) + 0.5f) - 0x3f000000u))};
+    return Half(sign | (bits_of(float_of(u) + 0.5f) - 0x3f000000u));
   }
   const uint32_t odd = (u >> 13) & 1u;
   u += 0xc8000fffu + odd;  // exponent bias 127 -> 15, and round half to even
-  return {uint16_t(sign | (u >> 13))};
+  return Half(sign | (u >> 13));
 }
 
 // load<T>(s): the stored value in the compute type T; store<S>(v): v rounded to S

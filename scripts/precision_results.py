@@ -1,0 +1,94 @@
+"""fp32 against bf16 training (issue 15): test error over seeds, and what each run cost.
+
+Reads ``stnkit train`` run directories (one model, variant and precision each, several seeds;
+e.g. ``--model st-cnn-aff --data RTS --schedule cpu --precision bf16 --seed S``) and writes a
+Markdown page: per model and precision the final test error of every seed, their mean and
+sample standard deviation, the CPU minutes per run, and where the bf16 mean lies against the
+range of the fp32 seeds. Unfinished runs are left out and listed.
+
+    python scripts/precision_results.py /work/runs/precision-RTS/* -o docs/results/precision-rts.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+from budget_curve import cpu_line, read_run  # scripts/ is on sys.path when this file runs
+
+from stnkit._io import atomic_write_bytes
+from stnkit.train.paper import CITATION, paper_error
+
+
+def _fmt(errors: list[float]) -> str:
+    if len(errors) < 2:
+        return f"{errors[0]:.2f}" if errors else "-"
+    return f"{statistics.mean(errors):.2f} ± {statistics.stdev(errors):.2f}"
+
+
+def page(runs: list[dict], unfinished: list[str]) -> str:
+    """The Markdown page of finished ``runs`` (``read_run`` records)."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["model"], r["variant"], r["precision"]), []).append(r)
+    lines = ["# Training precision: fp32 against bf16", "",
+             "`stnkit train --schedule cpu --precision P --seed S --num-threads 1`, one run per "
+             "seed; test error (%) at the end of each run. CPU: " + cpu_line() + ". Command: "
+             "`python scripts/precision_results.py RUN_DIR ... -o PAGE`.", "",
+             "| model | variant | precision | seeds: test error (%) | mean ± std | paper "
+             "| CPU min per run |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for (model, variant, precision), rs in sorted(groups.items()):
+        rs = sorted(rs, key=lambda r: r["seed"])
+        errors = [r["curve"][-1][1] for r in rs]
+        seeds = ", ".join(f"{r['seed']}: {e:.2f}" for r, e in zip(rs, errors))
+        paper = paper_error("table1", variant, model)
+        lines.append(f"| {model} | {variant} | {precision} | {seeds} | {_fmt(errors)} | "
+                     f"{'-' if paper is None else paper.error} | "
+                     f"{statistics.mean(r['cpu_min'] for r in rs):.1f} |")
+    lines.append("")
+    for (model, variant, precision), rs in sorted(groups.items()):
+        ref = groups.get((model, variant, "fp32"))
+        if precision == "fp32" or not ref or len(ref) < 2:
+            continue
+        low = min(r["curve"][-1][1] for r in ref)
+        high = max(r["curve"][-1][1] for r in ref)
+        mean = statistics.mean(r["curve"][-1][1] for r in rs)
+        where = "inside" if low <= mean <= high else "below" if mean < low else "above"
+        cost = (statistics.mean(r["cpu_min"] for r in rs)
+                / statistics.mean(r["cpu_min"] for r in ref))
+        lines.append(f"- {model} {variant}: the {precision} mean {mean:.2f} % is {where} the "
+                     f"range of the fp32 seeds ({low:.2f}-{high:.2f} %); CPU time "
+                     f"{cost:.2f}x fp32's.")
+    if unfinished:
+        lines += ["", "Not finished (left out): " + ", ".join(unfinished) + "."]
+    lines += ["", f"Paper: {CITATION}", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("runs", nargs="+", type=Path, help="run directories")
+    p.add_argument("-o", "--out", type=Path, help="write the page here (else stdout)")
+    args = p.parse_args(argv)
+    runs, unfinished = [], []
+    for d in args.runs:
+        r = read_run(d) if d.is_dir() else None
+        if r is not None and r["finished"]:
+            runs.append(r)
+        elif d.is_dir():
+            unfinished.append(d.name)
+    if not runs:
+        print("no finished run among the directories given", file=sys.stderr)
+        return 1
+    text = page(runs, unfinished)
+    if args.out:
+        atomic_write_bytes(args.out, text.encode())
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""scripts/precision_results.py: the fp32 / bf16 page from run directories."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+@pytest.fixture()
+def script(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPTS))  # as `python scripts/...` puts scripts/ first
+    import precision_results
+
+    yield precision_results
+    sys.modules.pop("precision_results", None)
+
+
+def _run(root: Path, precision: str, seed: int, error: float, cpu_s: float,
+         finished: bool = True) -> Path:
+    run = root / f"st-cnn-aff-{precision}-s{seed}"
+    run.mkdir()
+    cfg = {"model": "st-cnn-aff", "data": "RTS", "seed": seed, "precision": precision,
+           "iterations": 2000, "batch_size": 32}
+    step = 2000 if finished else 1000
+    (run / "checkpoint.json").write_text(json.dumps(
+        {"config": cfg, "step": step, "finished": finished, "cpu_seconds": cpu_s,
+         "elapsed": cpu_s}))
+    lines = [{"step": 1000, "split": "test", "error": error + 1.0},
+             {"step": step, "split": "test", "error": error}]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(m) for m in lines) + "\n")
+    return run
+
+
+def test_page_statistics_and_verdict(script, tmp_path):
+    runs = [_run(tmp_path, "fp32", s, e, 300) for s, e in enumerate([3.0, 3.2, 3.4])]
+    runs += [_run(tmp_path, "bf16", s, e, 150) for s, e in enumerate([3.1, 3.3, 3.2])]
+    runs.append(_run(tmp_path, "bf16", 3, 9.9, 100, finished=False))
+    out = tmp_path / "page.md"
+    assert script.main([*map(str, runs), "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "| st-cnn-aff | RTS | fp32 | 0: 3.00, 1: 3.20, 2: 3.40 | 3.20 ± 0.20 | 0.5 | 5.0 |" \
+        in text, text
+    assert "| st-cnn-aff | RTS | bf16 | 0: 3.10, 1: 3.30, 2: 3.20 | 3.20 ± 0.10 | 0.5 | 2.5 |" \
+        in text, text
+    assert "the bf16 mean 3.20 % is inside the range of the fp32 seeds (3.00-3.40 %); " \
+           "CPU time 0.50x fp32's." in text, text
+    assert "Not finished (left out): st-cnn-aff-bf16-s3." in text
+
+
+def test_verdict_outside_the_range(script, tmp_path, capsys):
+    runs = [_run(tmp_path, "fp32", s, e, 300) for s, e in enumerate([3.0, 3.1])]
+    runs += [_run(tmp_path, "bf16", s, e, 300) for s, e in enumerate([3.6, 3.8])]
+    assert script.main(list(map(str, runs))) == 0
+    assert "the bf16 mean 3.70 % is above the range of the fp32 seeds (3.00-3.10 %)" \
+        in capsys.readouterr().out
+
+
+def test_no_finished_run_is_an_error(script, tmp_path, capsys):
+    run = _run(tmp_path, "fp32", 0, 3.0, 10, finished=False)
+    assert script.main([str(run)]) == 1
+    assert "no finished run" in capsys.readouterr().err

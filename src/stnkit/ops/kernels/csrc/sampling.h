@@ -109,6 +109,23 @@ STNKIT_INLINE int32_t plane_offset(int32_t i, int32_t j, int32_t width) {
   return int32_t(uint32_t(j) * uint32_t(width) + uint32_t(i));
 }
 
+// A sampler's backward over one channel plane: its backward_plane, with the run-time choices
+// made compile-time (interior: the tile's taps are all inside the image; to_input: gin is
+// given; to_point: sums is given)
+template <bool to_input, bool to_point, class Sampler, class S, class T>
+void backward_over_plane_as(const Sampler& s, const S* plane, const S* grad, T* gin, int64_t n,
+                            T* const* sums) {
+  if (s.interior) s.template backward_plane<true, to_input, to_point>(plane, grad, gin, n, sums);
+  else s.template backward_plane<false, to_input, to_point>(plane, grad, gin, n, sums);
+}
+template <class Sampler, class S, class T>
+void backward_over_plane(const Sampler& s, const S* plane, const S* grad, T* gin, int64_t n,
+                         T* const* sums) {
+  if (gin && sums) backward_over_plane_as<true, true>(s, plane, grad, gin, n, sums);
+  else if (gin) backward_over_plane_as<true, false>(s, plane, grad, gin, n, sums);
+  else if (sums) backward_over_plane_as<false, true>(s, plane, grad, gin, n, sums);
+}
+
 // The samplers work on a tile of n output points at a time, kept as arrays (one entry per
 // point) so that the loops over the points have no branches and vectorise: taps() computes
 // every point's taps from its source point, then each channel plane is gathered, scattered
@@ -258,17 +275,9 @@ template <class T> struct Bilinear {
     }
   }
 
-  // gin != nullptr: to_input; sums != nullptr: to_point
   template <class S>
   void backward(const S* plane, const S* grad, T* gin, int64_t n, T* const* sums) const {
-    if (gin && sums) backward_as<true, true>(plane, grad, gin, n, sums);
-    else if (gin) backward_as<true, false>(plane, grad, gin, n, sums);
-    else if (sums) backward_as<false, true>(plane, grad, gin, n, sums);
-  }
-  template <bool to_input, bool to_point, class S>
-  void backward_as(const S* plane, const S* grad, T* gin, int64_t n, T* const* sums) const {
-    if (interior) backward_plane<true, to_input, to_point>(plane, grad, gin, n, sums);
-    else backward_plane<false, to_input, to_point>(plane, grad, gin, n, sums);
+    backward_over_plane(*this, plane, grad, gin, n, sums);
   }
 
   // dL/d(X, Y) (normalised) into grad[0], grad[1]: d w_a(x) / dx = -1, +1, then through the
@@ -423,17 +432,9 @@ template <class T> struct Trilinear {
         }
   }
 
-  // gin != nullptr: to_input; sums != nullptr: to_point
   template <class S>
   void backward(const S* plane, const S* grad, T* gin, int64_t n, T* const* sums) const {
-    if (gin && sums) backward_as<true, true>(plane, grad, gin, n, sums);
-    else if (gin) backward_as<true, false>(plane, grad, gin, n, sums);
-    else if (sums) backward_as<false, true>(plane, grad, gin, n, sums);
-  }
-  template <bool to_input, bool to_point, class S>
-  void backward_as(const S* plane, const S* grad, T* gin, int64_t n, T* const* sums) const {
-    if (interior) backward_plane<true, to_input, to_point>(plane, grad, gin, n, sums);
-    else backward_plane<false, to_input, to_point>(plane, grad, gin, n, sums);
+    backward_over_plane(*this, plane, grad, gin, n, sums);
   }
 
   // dL/d(X, Y, Z) (normalised) into grad[0..2]: per axis, the weight of that axis

@@ -392,6 +392,21 @@ def test_half_rounding_is_tensor_to(dtype):
 # ---------------------------------------------------------------------------------------------
 
 
+# (threads, deterministic) of the runs that _check_runs compares
+RUNS = [(2, False), (2, False), (1, True), (2, True)]
+
+
+def _check_runs(runs):
+    """The gradients of the RUNS: bitwise equal at one thread count, and with deterministic=True
+    at every count; the plans (private buffers or not) agree to rounding."""
+    for a, b in zip(runs[0], runs[1]):
+        assert torch.equal(a, b), "two runs at 2 threads differ"
+    for a, b in zip(runs[2], runs[3]):
+        assert torch.equal(a, b), "deterministic: 1 and 2 threads differ"
+    for a, b in zip(runs[0], runs[2]):
+        close(a, b, 1e-5, "plans")
+
+
 def _backward_bits(transform, shape, threads, deterministic):
     size = (40, 37)
     x = torch.randn(shape, dtype=F32, generator=gen(31))
@@ -412,14 +427,7 @@ def _backward_bits(transform, shape, threads, deterministic):
 def test_deterministic_bits(transform, shape):
     """Same bits on every run at a thread count; deterministic=True: at every count; and the
     plans (private buffers at 2 threads with 1 image) match the torch path."""
-    runs = [_backward_bits(transform, shape, n, det) for n, det in
-            [(2, False), (2, False), (1, True), (2, True)]]
-    for a, b in zip(runs[0], runs[1]):
-        assert torch.equal(a, b), "two runs at 2 threads differ"
-    for a, b in zip(runs[2], runs[3]):
-        assert torch.equal(a, b), "deterministic: 1 and 2 threads differ"
-    for a, b in zip(runs[0], runs[2]):
-        close(a, b, 1e-5, "plans")
+    _check_runs([_backward_bits(transform, shape, n, det) for n, det in RUNS])
 
 
 def test_shares_torchs_openmp_runtime():
@@ -639,18 +647,13 @@ def test_volume_deterministic_bits(batch):
     before = torch.get_num_threads()
     runs = []
     try:
-        for threads, det in [(2, False), (2, False), (1, True), (2, True)]:
+        for threads, det in RUNS:
             torch.set_num_threads(threads)
             runs.append(_grads(_cpp, x, theta, g, "affine", size, "bilinear", "zeros", False,
                                det))
     finally:
         torch.set_num_threads(before)
-    for a, b in zip(runs[0], runs[1]):
-        assert torch.equal(a, b), "two runs at 2 threads differ"
-    for a, b in zip(runs[2], runs[3]):
-        assert torch.equal(a, b), "deterministic: 1 and 2 threads differ"
-    for a, b in zip(runs[0], runs[2]):
-        close(a, b, 1e-5, "plans")
+    _check_runs(runs)
 
 
 def test_volume_batch_equals_per_sample():

@@ -134,7 +134,7 @@ def main() -> int:
     out = ["# Table 1 with the `fresh` schedule: % test error", "",
            f"CPU: {cpu_model()}; one thread per run, two runs side by side (the machine "
            "also ran other work, so wall minutes overstate; CPU minutes are the cost).", "",
-           "Command per model (resumable cell by cell): `OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 "
+           "Command per model (resumable cell by cell): `OMP_NUM_THREADS=1 "
            f"stnkit reproduce table1 --schedule fresh{iterations} --seeds 1 --models MODEL "
            "--variants RTS,R,P,E --data-dir ../shared/data/mnist -o DIR` (`--seeds 3` for the "
            "RTS spread); this page and its chart: `python scripts/fresh_results.py DIR...`.", "",

@@ -8,7 +8,7 @@ table (validation error, CPU minutes of the run, the CPU model) is written to ``
 
     python scripts/tune_fresh.py --data-dir ../shared/data/mnist --out runs/tune --jobs 2
 
-Every run uses one torch thread and one Numba thread; ``--jobs`` runs that many side by side.
+Every run uses one torch thread; ``--jobs`` runs that many side by side.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def start(name: str, flags: list[str], args) -> subprocess.Popen | None:
     run = args.out / name
     if run_dir_done(run, args.iterations):
         return None
-    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     if (run / "checkpoint.json").exists():
         cmd = ["--resume", str(run)]
     else:

@@ -72,6 +72,26 @@ def test_reproduce_writes_tables_and_resumes_cell_by_cell(tmp_path):
     assert sum("trained" in s for s in lines) == 2 and sum("done before" in s for s in lines) == 2
 
 
+def test_records_alone_resume_and_the_settings_name_the_precision(tmp_path):
+    """A finished cell needs only its checkpoint.json and config.json to count as done (a
+    reproduction's records can be kept without the weights and continued elsewhere); the
+    table's settings line names the precision the cells trained in."""
+    out = tmp_path / "repro"
+    kw = dict(KW, models=["fcn"], seeds=1, overrides={**KW["overrides"], "precision": "bf16"})
+    reproduce("table1", out, log=None, **kw)
+    assert "precision=bf16" in (out / "results.md").read_text()
+    run = out / "runs" / "RTS" / "fcn" / "seed0"
+    error = _final_error(run)
+    for p in run.iterdir():
+        if p.name not in ("checkpoint.json", "config.json"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    lines = []
+    rows = reproduce("table1", out, log=lines.append, **kw)
+    assert len(lines) == 1 and "done before" in lines[0]
+    assert rows[0]["mean_error"] == pytest.approx(error)
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.json", "config.json"]
+
+
 def test_a_different_setting_is_refused(tmp_path):
     out = tmp_path / "repro"
     kw = dict(KW, models=["fcn"], seeds=1)

@@ -221,7 +221,7 @@ def reproduce(experiment: str, out: str | os.PathLike, *, variants: Sequence[str
     settings = {"schedule": schedule, "seeds": seeds, "data_dir": data_dir or "default"}
     if iterations is not None:
         settings["iterations"] = iterations
-    for extra in ("dry_run", "train_size", "test_size", "batch_size", "lr"):
+    for extra in ("precision", "dry_run", "train_size", "test_size", "batch_size", "lr"):
         if extra in base:
             settings[extra] = base[extra]
 

@@ -7,7 +7,13 @@ page and a PNG next to it: each run's final test error against the training samp
 and the CPU minutes it cost, the test errors measured along the way, and the paper's error.
 Unfinished runs are listed with their last evaluation, marked, and drawn hollow.
 
-    python scripts/budget_curve.py /work/runs/budget-RTS/* -o docs/results/budget-rts.md
+Next to the page it writes the runs as read (``PAGE.json``: settings, evaluations, cost and
+the CPU of each run). Passing that file back with new run directories adds them to the runs
+of earlier sessions or other machines, whose directories are gone; a run directory replaces
+the record of the same name.
+
+    python scripts/budget_curve.py docs/results/budget-rts.json /work/runs/budget-RTS/* \
+        -o docs/results/budget-rts.md
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ COLOURS = {"cnn": "#d62728", "st-cnn-aff": "#1f77b4"}
 
 
 def read_run(run: Path) -> dict | None:
-    """One run directory: its settings, final (or last) test error and cost; None if empty."""
+    """One run directory: its settings, final (or last) test error and cost; None if empty.
+    Its CPU is this machine's (the one that reads a run directory is the one that ran it)."""
     if not (run / "checkpoint.json").exists():
         return None
     rec = json.loads((run / "checkpoint.json").read_text())
@@ -38,12 +45,37 @@ def read_run(run: Path) -> dict | None:
     if not tests:
         return None
     samples = cfg["iterations"] * cfg["batch_size"]
-    return {"model": cfg["model"], "variant": cfg["data"], "seed": cfg["seed"],
+    return {"name": run.name, "cpu": cpu_line(), "model": cfg["model"], "variant": cfg["data"],
+            "seed": cfg["seed"],
             "budget": samples / BASE, "samples": samples, "curve": tests,
             "finished": bool(rec["finished"]) and rec["step"] >= cfg["iterations"],
             "step": rec["step"], "iterations": cfg["iterations"],
             "cpu_min": rec.get("cpu_seconds", 0) / 60, "wall_min": rec.get("elapsed", 0) / 60,
             "threads": rec.get("num_threads"), "precision": cfg.get("precision", "fp32")}
+
+
+def read_runs(paths: list[Path]) -> tuple[list[dict], list[str]]:
+    """The records of ``paths`` (run directories, and ``.json`` files of records written by
+    ``write_records``), one per name, the last given winning; and the names of the
+    directories that have no test evaluation yet."""
+    by_name: dict[str, dict] = {}
+    empty = []
+    for path in paths:
+        if path.suffix == ".json" and path.is_file():
+            for r in json.loads(path.read_text()):
+                r["curve"] = [tuple(point) for point in r["curve"]]
+                by_name[r["name"]] = r
+        elif (r := read_run(path)) is not None:
+            by_name[r["name"]] = r
+        elif path.is_dir():
+            empty.append(path.name)
+    return list(by_name.values()), empty
+
+
+def write_records(path: Path, runs: list[dict]) -> None:
+    """``runs`` as a JSON list that ``read_runs`` reads back."""
+    text = json.dumps(sorted(runs, key=lambda r: r["name"]), indent=1) + "\n"
+    atomic_write_bytes(path, text.encode())
 
 
 def plot(runs: list[dict], path: Path) -> bool:
@@ -106,12 +138,13 @@ def page(runs: list[dict], png: str | None) -> str:
            "Each run is `stnkit train --schedule cpu` with `--iterations 2000k --lr-step 800k` "
            f"(k = 1, 3, 10: 64k, 192k, 640k samples of the fixed distorted training set, "
            "batch 32, Adam 1e-3, x0.3 every 800k steps), seed 0, one thread, float32. "
-           f"CPU: {cpu_line()}. CPU minutes are the process's "
+           "CPU minutes are the process's "
            "CPU time (wall minutes overstate: the runs shared two cores with other work and "
            "were paused while benchmarks ran). Command: "
-           "`python scripts/budget_curve.py RUN_DIR ... -o PAGE`.", "",
-           "| model | budget | samples | test error (%) | paper | CPU min | wall min |",
-           "| --- | --- | --- | --- | --- | --- | --- |"]
+           "`python scripts/budget_curve.py [PAGE.json] RUN_DIR ... -o PAGE` (PAGE.json: the "
+           "records of the runs read before, whose directories may be gone).", "",
+           "| model | budget | samples | test error (%) | paper | CPU min | wall min | CPU |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in sorted(runs, key=lambda r: (r["model"], r["samples"])):
         pe = paper_error("table1", r["variant"], r["model"])
         err = f"{r['curve'][-1][1]:.2f}"
@@ -119,7 +152,7 @@ def page(runs: list[dict], png: str | None) -> str:
             err += f" (unfinished: step {r['step']} of {r['iterations']})"
         out.append(f"| {r['model']} | {r['budget']:g}x | {r['samples'] // 1000}k | {err} | "
                    f"{'-' if pe is None else pe.error} | {r['cpu_min']:.0f} | "
-                   f"{r['wall_min']:.0f} |")
+                   f"{r['wall_min']:.0f} | {r['cpu']} |")
     if png:
         out += ["", f"![test error against samples and CPU minutes]({png})"]
     out += ["", "Test error along the way (samples seen: error %):", ""]
@@ -132,17 +165,19 @@ def page(runs: list[dict], png: str | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runs", nargs="+", type=Path, help="stnkit train run directories")
+    p.add_argument("runs", nargs="+", type=Path,
+                   help="stnkit train run directories, and .json records of earlier runs")
     p.add_argument("-o", "--out", type=Path, required=True, help="the Markdown page")
     args = p.parse_args(argv)
-    runs = [r for r in map(read_run, args.runs) if r is not None]
+    runs, _ = read_runs(args.runs)
     if not runs:
         print("budget_curve: no run with a test evaluation", file=sys.stderr)
         return 1
     png = args.out.with_suffix(".png")
     drawn = plot(runs, png)
     atomic_write_bytes(args.out, page(runs, png.name if drawn else None).encode())
-    print(f"wrote {args.out}" + (f" and {png}" if drawn else ""))
+    write_records(args.out.with_suffix(".json"), runs)
+    print(f"wrote {args.out}, {args.out.with_suffix('.json')}" + (f" and {png}" if drawn else ""))
     return 0
 
 

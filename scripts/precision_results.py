@@ -4,9 +4,12 @@ Reads ``stnkit train`` run directories (one model, variant and precision each, s
 e.g. ``--model st-cnn-aff --data RTS --schedule cpu --precision bf16 --seed S``) and writes a
 Markdown page: per model and precision the final test error of every seed, their mean and
 sample standard deviation, the CPU minutes per run, and where the bf16 mean lies against the
-range of the fp32 seeds. Unfinished runs are left out and listed.
+range of the fp32 seeds. Unfinished runs are left out and listed. With ``-o PAGE`` the runs
+as read go to ``PAGE.json`` too, which can be passed back with new run directories (as in
+``budget_curve.py``).
 
-    python scripts/precision_results.py /work/runs/precision-RTS/* -o docs/results/precision-rts.md
+    python scripts/precision_results.py docs/results/precision-rts.json /work/runs/precision-RTS/* \
+        -o docs/results/precision-rts.md
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from budget_curve import cpu_line, read_run  # scripts/ is on sys.path when this file runs
+from budget_curve import read_runs, write_records  # scripts/ is on sys.path when this file runs
 
 from stnkit._io import atomic_write_bytes
 from stnkit.train.paper import CITATION, paper_error
@@ -35,10 +38,12 @@ def page(runs: list[dict], unfinished: list[str]) -> str:
         groups.setdefault((r["model"], r["variant"], r["precision"]), []).append(r)
     lines = ["# Training precision: fp32 against bf16", "",
              "`stnkit train --schedule cpu --precision P --seed S --num-threads 1`, one run per "
-             "seed; test error (%) at the end of each run. CPU: " + cpu_line() + ". Command: "
-             "`python scripts/precision_results.py RUN_DIR ... -o PAGE`.", "",
+             "seed; test error (%) at the end of each run. Command: "
+             "`python scripts/precision_results.py [PAGE.json] RUN_DIR ... -o PAGE` "
+             "(PAGE.json: the records of the runs read before, whose directories may be "
+             "gone).", "",
              "| model | variant | precision | seeds: test error (%) | mean ± std | paper "
-             "| CPU min per run |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| CPU min per run | CPU |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for (model, variant, precision), rs in sorted(groups.items()):
         rs = sorted(rs, key=lambda r: r["seed"])
         errors = [r["curve"][-1][1] for r in rs]
@@ -46,7 +51,8 @@ def page(runs: list[dict], unfinished: list[str]) -> str:
         paper = paper_error("table1", variant, model)
         lines.append(f"| {model} | {variant} | {precision} | {seeds} | {_fmt(errors)} | "
                      f"{'-' if paper is None else paper.error} | "
-                     f"{statistics.mean(r['cpu_min'] for r in rs):.1f} |")
+                     f"{statistics.mean(r['cpu_min'] for r in rs):.1f} | "
+                     f"{'; '.join(sorted({r['cpu'] for r in rs}))} |")
     lines.append("")
     for (model, variant, precision), rs in sorted(groups.items()):
         ref = groups.get((model, variant, "fp32"))
@@ -69,22 +75,20 @@ def page(runs: list[dict], unfinished: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("runs", nargs="+", type=Path, help="run directories")
+    p.add_argument("runs", nargs="+", type=Path,
+                   help="run directories, and .json records of earlier runs")
     p.add_argument("-o", "--out", type=Path, help="write the page here (else stdout)")
     args = p.parse_args(argv)
-    runs, unfinished = [], []
-    for d in args.runs:
-        r = read_run(d) if d.is_dir() else None
-        if r is not None and r["finished"]:
-            runs.append(r)
-        elif d.is_dir():
-            unfinished.append(d.name)
+    every, unfinished = read_runs(args.runs)
+    runs = [r for r in every if r["finished"]]
+    unfinished = sorted(unfinished + [r["name"] for r in every if not r["finished"]])
     if not runs:
         print("no finished run among the directories given", file=sys.stderr)
         return 1
     text = page(runs, unfinished)
     if args.out:
         atomic_write_bytes(args.out, text.encode())
+        write_records(args.out.with_suffix(".json"), every)
     else:
         print(text)
     return 0

@@ -62,3 +62,33 @@ def test_no_finished_run_is_an_error(script, tmp_path, capsys):
     run = _run(tmp_path, "fp32", 0, 3.0, 10, finished=False)
     assert script.main([str(run)]) == 1
     assert "no finished run" in capsys.readouterr().err
+
+
+def test_records_carry_runs_whose_directories_are_gone(script, tmp_path, monkeypatch):
+    """PAGE.json keeps each run's figures and CPU; passed back with new directories it adds
+    them, and a directory replaces the record of the same name."""
+    import budget_curve
+
+    monkeypatch.setattr(budget_curve, "cpu_line", lambda: "CPU A (avx2)")
+    first = [_run(tmp_path, "fp32", s, e, 300) for s, e in enumerate([3.0, 3.2])]
+    out = tmp_path / "page.md"
+    assert script.main([*map(str, first), "-o", str(out)]) == 0
+    records = json.loads(out.with_suffix(".json").read_text())
+    assert [(r["name"], r["cpu"], r["curve"][-1][1]) for r in records] == \
+        [("st-cnn-aff-fp32-s0", "CPU A (avx2)", 3.0), ("st-cnn-aff-fp32-s1", "CPU A (avx2)", 3.2)]
+    for run in first:  # the directories are gone; a later session on another machine
+        for f in run.iterdir():
+            f.unlink()
+        run.rmdir()
+    monkeypatch.setattr(budget_curve, "cpu_line", lambda: "CPU B (avx512_bf16)")
+    later = tmp_path / "later"
+    later.mkdir()
+    new = [_run(later, "bf16", 0, 3.1, 150), _run(later, "fp32", 1, 3.4, 300)]
+    out2 = tmp_path / "page2.md"
+    assert script.main([str(out.with_suffix(".json")), *map(str, new), "-o", str(out2)]) == 0
+    text = out2.read_text()
+    assert "| st-cnn-aff | RTS | fp32 | 0: 3.00, 1: 3.40 | 3.20 ± 0.28 | 0.5 | 5.0 | " \
+           "CPU A (avx2); CPU B (avx512_bf16) |" in text, text
+    assert "| st-cnn-aff | RTS | bf16 | 0: 3.10 | 3.10 | 0.5 | 2.5 | CPU B (avx512_bf16) |" \
+        in text, text
+    assert len(json.loads(out2.with_suffix(".json").read_text())) == 3

@@ -191,6 +191,22 @@ def test_builds_give_the_same_bits(transform, dtype):
                 assert torch.equal(a, b), (zoom, mode, pad)
 
 
+@pytest.mark.skipif(not all(p.exists() for p in cpp_cpu.LIBRARIES.values()),
+                    reason="one build only (not x86-64)")
+@pytest.mark.parametrize("in_size", [(1, 9), (9, 1), (2, 2), (2, 40), (40, 2), (7, 8)])
+def test_builds_give_the_same_bits_on_thin_images(in_size):
+    """Images one or two pixels wide or high, where no point or only some have all their
+    taps inside (the AVX2 float32 gather takes 8 points at a time only where all are inside),
+    and rows of 33 points (blocks of 8 plus a tail)."""
+    x = torch.randn(2, 3, *in_size, generator=gen(9))
+    g = torch.randn(2, 3, 5, 33, generator=gen(10))
+    for zoom in (0.5, 1.3):
+        theta = torch.tensor([[zoom, 0.1, 0.05], [-0.1, zoom, 0.0]]).expand(2, 2, 3)
+        args = (x, theta.contiguous(), g, "affine", (5, 33), "bilinear", "zeros", False)
+        for a, b in zip(_run_with("avx2", *args), _run_with("baseline", *args)):
+            assert torch.equal(a, b), (in_size, zoom)
+
+
 @pytest.mark.parametrize("transform", TRANSFORMS)
 def test_auto_runs_cpp_for_2d(transform):
     """ops.warp's "auto" takes the C++ kernels for 2-D images on the CPU (same bits)."""

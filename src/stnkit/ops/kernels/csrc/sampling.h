@@ -17,7 +17,12 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #include "storage.h"
 
@@ -212,11 +217,13 @@ template <class T> struct Bilinear {
     plane[plane_offset(i, j, width) & in] += in ? v : T(0);
   }
 
+  // Points [begin, end) of one channel plane
   template <bool interior, class S>
-  void gather_plane(const S* __restrict plane, S* __restrict out, int64_t n) const {
+  void gather_plane(const S* __restrict plane, S* __restrict out, int64_t begin,
+                    int64_t end) const {
     const int32_t *__restrict ci = col.data(), *__restrict cj = row.data();
     const T *__restrict tx = fx.data(), *__restrict ty = fy.data();
-    for (int64_t k = 0; k < n; ++k) {
+    for (int64_t k = begin; k < end; ++k) {
       const int32_t i = ci[k], j = cj[k];
       const T x1 = tx[k], y1 = ty[k], x0 = T(1) - x1, y0 = T(1) - y1;
       T v = value<interior>(plane, i, j) * (x0 * y0);
@@ -227,8 +234,71 @@ template <class T> struct Bilinear {
   }
 
   template <class S> void gather(const S* plane, S* out, int64_t n) const {
-    interior ? gather_plane<true>(plane, out, n) : gather_plane<false>(plane, out, n);
+#if defined(__AVX2__)
+    if constexpr (std::is_same_v<S, float> && std::is_same_v<T, float>)
+      return gather_pairs(plane, out, n);
+#endif
+    interior ? gather_plane<true>(plane, out, 0, n) : gather_plane<false>(plane, out, 0, n);
   }
+
+#if defined(__AVX2__)
+  // gather() for float32, 8 points at a time where all their taps are inside the image (the
+  // other points: gather_plane). The two taps of a row, (i, j) and (i + 1, j), are adjacent in
+  // memory: one 64-bit load reads both, two per point where the compiler's gather takes four
+  // scalar loads and as many inserts. Loads of points (0, 1, 4, 5) and (2, 3, 6, 7) fill two
+  // vectors whose even and odd lanes are then the left and right taps of points 0..7 in
+  // order. Same sums in the same order as gather_plane: the same bits.
+  STNKIT_NOINLINE void gather_pairs(const float* __restrict plane, float* __restrict out,
+                                    int64_t n) const {
+    const int32_t *__restrict ci = col.data(), *__restrict cj = row.data();
+    const float *__restrict tx = fx.data(), *__restrict ty = fy.data();
+    const __m256i w = _mm256_set1_epi32(width);
+    const __m256i last_i = _mm256_set1_epi32(width - 2), last_j = _mm256_set1_epi32(height - 2);
+    const __m256 one = _mm256_set1_ps(1.0f);
+    int64_t k = 0;
+    // (an image one pixel wide or high has no point with all its taps inside)
+    for (; k + 8 <= n && width > 1 && height > 1; k += 8) {
+      const __m256i i = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ci + k));
+      const __m256i j = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cj + k));
+      if (!interior) {  // all_inside for the 8 points: 0 <= i <= width - 2 (unsigned), as j
+        const __m256i in = _mm256_and_si256(
+            _mm256_cmpeq_epi32(_mm256_min_epu32(i, last_i), i),
+            _mm256_cmpeq_epi32(_mm256_min_epu32(j, last_j), j));
+        if (_mm256_movemask_epi8(in) != -1) {
+          gather_plane<false>(plane, out, k, k + 8);
+          continue;
+        }
+      }
+      alignas(32) int32_t o[8];  // offsets of the first taps (all inside: below 2^31)
+      _mm256_store_si256(reinterpret_cast<__m256i*>(o),
+                         _mm256_add_epi32(_mm256_mullo_epi32(j, w), i));
+      const float* below = plane + width;
+      const __m256 top_a = pairs(plane, o[0], o[1], o[4], o[5]);
+      const __m256 top_b = pairs(plane, o[2], o[3], o[6], o[7]);
+      const __m256 bottom_a = pairs(below, o[0], o[1], o[4], o[5]);
+      const __m256 bottom_b = pairs(below, o[2], o[3], o[6], o[7]);
+      const __m256 u00 = _mm256_shuffle_ps(top_a, top_b, 0x88);     // U[j, i]
+      const __m256 u10 = _mm256_shuffle_ps(top_a, top_b, 0xDD);     // U[j, i + 1]
+      const __m256 u01 = _mm256_shuffle_ps(bottom_a, bottom_b, 0x88);  // U[j + 1, i]
+      const __m256 u11 = _mm256_shuffle_ps(bottom_a, bottom_b, 0xDD);  // U[j + 1, i + 1]
+      const __m256 x1 = _mm256_loadu_ps(tx + k), y1 = _mm256_loadu_ps(ty + k);
+      const __m256 x0 = _mm256_sub_ps(one, x1), y0 = _mm256_sub_ps(one, y1);
+      __m256 v = _mm256_mul_ps(u00, _mm256_mul_ps(x0, y0));
+      v = _mm256_add_ps(v, _mm256_mul_ps(u01, _mm256_mul_ps(x0, y1)));
+      v = _mm256_add_ps(v, _mm256_mul_ps(u10, _mm256_mul_ps(x1, y0)));
+      _mm256_storeu_ps(out + k, _mm256_add_ps(v, _mm256_mul_ps(u11, _mm256_mul_ps(x1, y1))));
+    }
+    interior ? gather_plane<true>(plane, out, k, n) : gather_plane<false>(plane, out, k, n);
+  }
+  // (p[a], p[a + 1], p[b], p[b + 1] | p[c], p[c + 1], p[d], p[d + 1])
+  static STNKIT_INLINE __m256 pairs(const float* p, int32_t a, int32_t b, int32_t c,
+                                    int32_t d) {
+    const auto at = [p](int32_t o) { return reinterpret_cast<const __m64*>(p + o); };
+    const __m128 low = _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), at(a)), at(b));
+    const __m128 high = _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), at(c)), at(d));
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(low), high, 1);
+  }
+#endif
 
   // The backward over one channel plane, in one pass over the points:
   //   to_input: dL/dU[tap] += w_tap dL/dV into gin (also where w_tap is 0: a NaN/Inf dL/dV

@@ -242,54 +242,41 @@ template <class T> struct Bilinear {
   }
 
 #if defined(__AVX2__)
-  // gather() for float32, 8 points at a time where all their taps are inside the image (the
-  // other points: gather_plane). The two taps of a row, (i, j) and (i + 1, j), are adjacent in
-  // memory: one 64-bit load reads both, two per point where the compiler's gather takes four
-  // scalar loads and as many inserts. Loads of points (0, 1, 4, 5) and (2, 3, 6, 7) fill two
-  // vectors whose even and odd lanes are then the left and right taps of points 0..7 in
-  // order. Same sums in the same order as gather_plane: the same bits.
-  STNKIT_NOINLINE void gather_pairs(const float* __restrict plane, float* __restrict out,
-                                    int64_t n) const {
-    const int32_t *__restrict ci = col.data(), *__restrict cj = row.data();
-    const float *__restrict tx = fx.data(), *__restrict ty = fy.data();
-    const __m256i w = _mm256_set1_epi32(width);
-    const __m256i last_i = _mm256_set1_epi32(width - 2), last_j = _mm256_set1_epi32(height - 2);
-    const __m256 one = _mm256_set1_ps(1.0f);
-    int64_t k = 0;
-    // (an image one pixel wide or high has no point with all its taps inside)
-    for (; k + 8 <= n && width > 1 && height > 1; k += 8) {
-      const __m256i i = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ci + k));
-      const __m256i j = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cj + k));
-      if (!interior) {  // all_inside for the 8 points: 0 <= i <= width - 2 (unsigned), as j
-        const __m256i in = _mm256_and_si256(
-            _mm256_cmpeq_epi32(_mm256_min_epu32(i, last_i), i),
-            _mm256_cmpeq_epi32(_mm256_min_epu32(j, last_j), j));
-        if (_mm256_movemask_epi8(in) != -1) {
-          gather_plane<false>(plane, out, k, k + 8);
-          continue;
-        }
-      }
-      alignas(32) int32_t o[8];  // offsets of the first taps (all inside: below 2^31)
-      _mm256_store_si256(reinterpret_cast<__m256i*>(o),
-                         _mm256_add_epi32(_mm256_mullo_epi32(j, w), i));
-      const float* below = plane + width;
-      const __m256 top_a = pairs(plane, o[0], o[1], o[4], o[5]);
-      const __m256 top_b = pairs(plane, o[2], o[3], o[6], o[7]);
-      const __m256 bottom_a = pairs(below, o[0], o[1], o[4], o[5]);
-      const __m256 bottom_b = pairs(below, o[2], o[3], o[6], o[7]);
-      const __m256 u00 = _mm256_shuffle_ps(top_a, top_b, 0x88);     // U[j, i]
-      const __m256 u10 = _mm256_shuffle_ps(top_a, top_b, 0xDD);     // U[j, i + 1]
-      const __m256 u01 = _mm256_shuffle_ps(bottom_a, bottom_b, 0x88);  // U[j + 1, i]
-      const __m256 u11 = _mm256_shuffle_ps(bottom_a, bottom_b, 0xDD);  // U[j + 1, i + 1]
-      const __m256 x1 = _mm256_loadu_ps(tx + k), y1 = _mm256_loadu_ps(ty + k);
-      const __m256 x0 = _mm256_sub_ps(one, x1), y0 = _mm256_sub_ps(one, y1);
-      __m256 v = _mm256_mul_ps(u00, _mm256_mul_ps(x0, y0));
-      v = _mm256_add_ps(v, _mm256_mul_ps(u01, _mm256_mul_ps(x0, y1)));
-      v = _mm256_add_ps(v, _mm256_mul_ps(u10, _mm256_mul_ps(x1, y0)));
-      _mm256_storeu_ps(out + k, _mm256_add_ps(v, _mm256_mul_ps(u11, _mm256_mul_ps(x1, y1))));
-    }
-    interior ? gather_plane<true>(plane, out, k, n) : gather_plane<false>(plane, out, k, n);
+  // float32 with AVX2: 8 points at a time where all their taps are inside the image (the
+  // other points go to the scalar code). The two taps of a row, (i, j) and (i + 1, j), are
+  // adjacent in memory: one 64-bit load reads both, two per point where the compiler's
+  // gather takes four scalar loads and as many inserts. Same operations in the same order
+  // as the scalar code: the same bits.
+  struct Taps8 {
+    __m256 u00, u10, u01, u11;  // U[j, i], U[j, i + 1], U[j + 1, i], U[j + 1, i + 1]
+  };
+
+  // Whether 8 points have all their taps inside (0 <= i <= width - 2, unsigned, as j; an
+  // image one pixel wide or high has no such point)
+  STNKIT_INLINE bool block_inside(__m256i i, __m256i j) const {
+    if (width < 2 || height < 2) return false;
+    const __m256i in = _mm256_and_si256(
+        _mm256_cmpeq_epi32(_mm256_min_epu32(i, _mm256_set1_epi32(width - 2)), i),
+        _mm256_cmpeq_epi32(_mm256_min_epu32(j, _mm256_set1_epi32(height - 2)), j));
+    return _mm256_movemask_epi8(in) == -1;
   }
+
+  // The taps of 8 points inside the image. Loads of points (0, 1, 4, 5) and (2, 3, 6, 7)
+  // fill two vectors whose even and odd lanes are the left and right taps of points 0..7
+  STNKIT_INLINE Taps8 load_taps(const float* plane, __m256i i, __m256i j) const {
+    alignas(32) int32_t o[8];  // offsets of the first taps (inside: below 2^31)
+    _mm256_store_si256(reinterpret_cast<__m256i*>(o),
+                       _mm256_add_epi32(_mm256_mullo_epi32(j, _mm256_set1_epi32(width)), i));
+    const float* below = plane + width;
+    const __m256 top_a = pairs(plane, o[0], o[1], o[4], o[5]);
+    const __m256 top_b = pairs(plane, o[2], o[3], o[6], o[7]);
+    const __m256 bottom_a = pairs(below, o[0], o[1], o[4], o[5]);
+    const __m256 bottom_b = pairs(below, o[2], o[3], o[6], o[7]);
+    return {_mm256_shuffle_ps(top_a, top_b, 0x88), _mm256_shuffle_ps(top_a, top_b, 0xDD),
+            _mm256_shuffle_ps(bottom_a, bottom_b, 0x88),
+            _mm256_shuffle_ps(bottom_a, bottom_b, 0xDD)};
+  }
+
   // (p[a], p[a + 1], p[b], p[b + 1] | p[c], p[c + 1], p[d], p[d + 1])
   static STNKIT_INLINE __m256 pairs(const float* p, int32_t a, int32_t b, int32_t c,
                                     int32_t d) {
@@ -297,6 +284,54 @@ template <class T> struct Bilinear {
     const __m128 low = _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), at(a)), at(b));
     const __m128 high = _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), at(c)), at(d));
     return _mm256_insertf128_ps(_mm256_castps128_ps256(low), high, 1);
+  }
+
+  static STNKIT_INLINE __m256i load8(const int32_t* p) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  }
+
+  // gather() for float32
+  STNKIT_NOINLINE void gather_pairs(const float* __restrict plane, float* __restrict out,
+                                    int64_t n) const {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+      const __m256i i = load8(col.data() + k), j = load8(row.data() + k);
+      if (!interior && !block_inside(i, j)) {
+        gather_plane<false>(plane, out, k, k + 8);
+        continue;
+      }
+      const Taps8 u = load_taps(plane, i, j);
+      const __m256 x1 = _mm256_loadu_ps(fx.data() + k), y1 = _mm256_loadu_ps(fy.data() + k);
+      const __m256 x0 = _mm256_sub_ps(one, x1), y0 = _mm256_sub_ps(one, y1);
+      __m256 v = _mm256_mul_ps(u.u00, _mm256_mul_ps(x0, y0));
+      v = _mm256_add_ps(v, _mm256_mul_ps(u.u01, _mm256_mul_ps(x0, y1)));
+      v = _mm256_add_ps(v, _mm256_mul_ps(u.u10, _mm256_mul_ps(x1, y0)));
+      _mm256_storeu_ps(out + k, _mm256_add_ps(v, _mm256_mul_ps(u.u11, _mm256_mul_ps(x1, y1))));
+    }
+    interior ? gather_plane<true>(plane, out, k, n) : gather_plane<false>(plane, out, k, n);
+  }
+
+  // backward_plane's to_point sums for float32: sums[2 a + b][k] += U[j + b, i + a] dL/dV
+  STNKIT_NOINLINE void point_sums(const float* __restrict plane, const float* __restrict grad,
+                                  int64_t n, float* const* sums) const {
+    const auto add = [](float* s, __m256 u, __m256 e) {
+      _mm256_storeu_ps(s, _mm256_add_ps(_mm256_loadu_ps(s), _mm256_mul_ps(u, e)));
+    };
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+      const __m256i i = load8(col.data() + k), j = load8(row.data() + k);
+      if (!interior && !block_inside(i, j)) {
+        for (int64_t q = k; q < k + 8; ++q)
+          backward_point<false, false, true>(plane, grad, nullptr, q, sums);
+        continue;
+      }
+      const Taps8 u = load_taps(plane, i, j);
+      const __m256 e = _mm256_loadu_ps(grad + k);
+      add(sums[0] + k, u.u00, e), add(sums[1] + k, u.u01, e), add(sums[2] + k, u.u10, e);
+      add(sums[3] + k, u.u11, e);
+    }
+    for (; k < n; ++k) backward_point<false, false, true>(plane, grad, nullptr, k, sums);
   }
 #endif
 
@@ -311,6 +346,13 @@ template <class T> struct Bilinear {
   template <bool interior, bool to_input, bool to_point, class S>
   void backward_plane(const S* __restrict plane, const S* __restrict grad, T* __restrict gin,
                       int64_t n, T* const* sums) const {
+#if defined(__AVX2__)
+    if constexpr (to_point && std::is_same_v<S, float> && std::is_same_v<T, float>) {
+      point_sums(plane, grad, n, sums);  // vectorised; then the scatter alone
+      if constexpr (to_input) backward_plane<interior, true, false>(plane, grad, gin, n, sums);
+      return;
+    }
+#endif
     for (int64_t parity = 0; parity < 2; ++parity)
       for (int64_t k = parity; k < n; k += 2) {
         if (interior || all_inside(col[k], row[k], width, height))

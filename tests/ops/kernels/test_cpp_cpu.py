@@ -207,6 +207,21 @@ def test_builds_give_the_same_bits_on_thin_images(in_size):
             assert torch.equal(a, b), (in_size, zoom)
 
 
+@pytest.mark.skipif(not all(p.exists() for p in cpp_cpu.LIBRARIES.values()),
+                    reason="one build only (not x86-64)")
+def test_builds_give_the_same_bits_on_large_planes():
+    """Planes of 16384 pixels or more, whose taps the AVX2 build prefetches (a separate
+    instance of its gather), rotated so that blocks of 8 points cross the border."""
+    x = torch.randn(2, 3, 130, 131, generator=gen(13))
+    g = torch.randn(2, 3, 120, 140, generator=gen(14))
+    angle = torch.tensor([0.3, -0.2])
+    theta = torch.stack([torch.stack([angle.cos(), -angle.sin(), torch.full_like(angle, 0.1)], 1),
+                         torch.stack([angle.sin(), angle.cos(), torch.zeros_like(angle)], 1)], 1)
+    args = (x, theta * 0.95, g, "affine", (120, 140), "bilinear", "zeros", False)
+    for a, b in zip(_run_with("avx2", *args), _run_with("baseline", *args)):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("transform", TRANSFORMS)
 def test_auto_runs_cpp_for_2d(transform):
     """ops.warp's "auto" takes the C++ kernels for 2-D images on the CPU (same bits)."""

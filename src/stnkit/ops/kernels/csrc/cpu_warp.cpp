@@ -169,8 +169,8 @@ struct Warp {
     locate(b, s);
     const S* in = static_cast<const S*>(call.input) + b * call.channels * in_plane;
     S* out = static_cast<S*>(call.output) + b * call.channels * out_plane + tile_offset(s.tile);
-    for (int64_t c = 0; c < call.channels; ++c)
-      s.taps.gather(in + c * in_plane, out + c * out_plane, s.tile.pixels());
+    s.taps.gather(ImagePlanes<S, T>{in, out, nullptr, nullptr, call.channels, in_plane, out_plane},
+                  s.tile.pixels());
   }
 
   // grad_input[b] (into `gin`, if any) and the theta sums of the tile (into `sums`, if any)
@@ -183,10 +183,8 @@ struct Warp {
     const bool to_point = sums && Sampler<T>::differentiable;
     if (to_point)
       for (int c = 0; c < Scratch::corners; ++c) std::fill(s.tap_sums[c], s.tap_sums[c] + n, T(0));
-    if (gin || to_point)
-      for (int64_t c = 0; c < call.channels; ++c)
-        s.taps.backward(in + c * in_plane, gout + c * out_plane, gin ? gin + c * in_plane : nullptr,
-                        n, to_point ? s.tap_sums : nullptr);
+    const ImagePlanes<S, T> planes{in, nullptr, gout, gin, call.channels, in_plane, out_plane};
+    s.taps.backward(planes, n, to_point ? s.tap_sums : nullptr);
     if (!sums) return;
     if constexpr (Sampler<T>::differentiable) {
       s.taps.gradient(s.tap_sums, n, s.grad);

@@ -6,9 +6,9 @@
 //
 // x, y the input pixel coordinates of the output point. Per axis: InputAxis::locate turns a
 // normalised source coordinate into a padded pixel coordinate and d pixel / d normalised
-// (padding, sub-gradients and non-finite rules below); Bilinear / Nearest hold the taps of
-// a tile of points, gather over one channel plane (forward), and scatter into grad_input and
-// sum for the grad of the source point in one backward pass over a plane.
+// (padding, sub-gradients and non-finite rules below); Bilinear / Trilinear / Nearest hold
+// the taps of a tile of points, gather over an image's channel planes (forward), and scatter
+// into grad_input and sum for the grad of the source point in one backward pass over them.
 // A tap outside the image contributes nothing (its read, if any, is dropped).
 #pragma once
 
@@ -35,6 +35,12 @@
 namespace stnkit {
 
 enum class Padding : int32_t { zeros = 0, border = 1, reflection = 2 };
+
+// The AVX2 samplers prefetch the taps of the point kPrefetchAhead points ahead (about the time
+// a load from memory takes, at the forward's pace) in planes of kPrefetchPixels pixels or more
+// (64 KiB in float32: planes that outgrow L1, and with their other channels and gradient, L2);
+// smaller planes stay in cache, and there the prefetch instructions only cost time
+constexpr int64_t kPrefetchAhead = 128, kPrefetchPixels = 16384;
 
 // Round half to even (torch.round, grid_sample's nearest); NaN and Inf kept. nearbyint rounds
 // in the current rounding mode, which is to nearest, ties to even, unless a program changes
@@ -114,27 +120,31 @@ STNKIT_INLINE int32_t plane_offset(int32_t i, int32_t j, int32_t width) {
   return int32_t(uint32_t(j) * uint32_t(width) + uint32_t(i));
 }
 
-// A sampler's backward over one channel plane: its backward_plane, with the run-time choices
-// made compile-time (interior: the tile's taps are all inside the image; to_input: gin is
-// given; to_point: sums is given)
-template <bool to_input, bool to_point, class Sampler, class S, class T>
-void backward_over_plane_as(const Sampler& s, const S* plane, const S* grad, T* gin, int64_t n,
-                            T* const* sums) {
-  if (s.interior) s.template backward_plane<true, to_input, to_point>(plane, grad, gin, n, sums);
-  else s.template backward_plane<false, to_input, to_point>(plane, grad, gin, n, sums);
-}
+// One image's channel planes: input is read; the forward writes output; the backward reads
+// dL/dV (grad) and adds to dL/dU (gin, the compute type; null: not wanted). Channel c's
+// planes start c * in_plane (input, gin) and c * out_plane (output, grad) after the first.
+template <class S, class T> struct ImagePlanes {
+  const S* input;
+  S* output;
+  const S* grad;
+  T* gin;
+  int64_t channels, in_plane, out_plane;
+};
+
+// A sampler's backward over an image: its backward_as with the run-time choices made
+// compile-time (to_input: gin is given; to_point: sums is given)
 template <class Sampler, class S, class T>
-void backward_over_plane(const Sampler& s, const S* plane, const S* grad, T* gin, int64_t n,
-                         T* const* sums) {
-  if (gin && sums) backward_over_plane_as<true, true>(s, plane, grad, gin, n, sums);
-  else if (gin) backward_over_plane_as<true, false>(s, plane, grad, gin, n, sums);
-  else if (sums) backward_over_plane_as<false, true>(s, plane, grad, gin, n, sums);
+void backward_image(const Sampler& s, const ImagePlanes<S, T>& p, int64_t n, T* const* sums) {
+  if (p.gin && sums) s.template backward_as<true, true>(p, n, sums);
+  else if (p.gin) s.template backward_as<true, false>(p, n, sums);
+  else if (sums) s.template backward_as<false, true>(p, n, sums);
 }
 
 // The samplers work on a tile of n output points at a time, kept as arrays (one entry per
 // point) so that the loops over the points have no branches and vectorise: taps() computes
-// every point's taps from its source point, then each channel plane is gathered, scattered
-// or differentiated over them. Plane offsets are 32-bit (cpp_cpu.supports: < 2^31 pixels).
+// every point's taps from its source point, then the image's channel planes are gathered,
+// scattered or differentiated over them. Plane offsets are 32-bit (cpp_cpu.supports: < 2^31
+// pixels).
 
 // V = sum over the 2 x 2 taps (i + a, j + b), a, b in {0, 1}, of U[j + b, i + a] w_a(x) w_b(y),
 // with (i, j) = floor(x, y), w_0 = 1 - t, w_1 = t and t the fraction.
@@ -152,6 +162,7 @@ template <class T> struct Bilinear {
   std::vector<T> slope_x, slope_y;  // d pixel / d normalised source coordinate (padding)
   int32_t width = 0, height = 0;
   bool interior = false;  // every tap of the tile inside the image
+  bool far = false;       // a plane of kPrefetchPixels or more: taps are prefetched
 
   explicit Bilinear(int64_t n) : col(n), row(n), fx(n), fy(n), slope_x(n), slope_y(n) {}
 
@@ -161,6 +172,7 @@ template <class T> struct Bilinear {
     const InputAxis<T> ax = axes[0], ay = axes[1];  // copies: locals vectorise
     const T *__restrict X = source[0], *__restrict Y = source[1];
     const int32_t width = this->width = ax.size, height = this->height = ay.size;
+    far = int64_t(width) * height >= kPrefetchPixels;
     int32_t *__restrict i = col.data(), *__restrict j = row.data();
     T *__restrict tx = fx.data(), *__restrict ty = fy.data(), *__restrict sx = slope_x.data(),
       *__restrict sy = slope_y.data();
@@ -233,133 +245,70 @@ template <class T> struct Bilinear {
     }
   }
 
-  template <class S> void gather(const S* plane, S* out, int64_t n) const {
+  // The forward over the channels of one image
+  template <class S> void gather(const ImagePlanes<S, T>& p, int64_t n) const {
 #if defined(__AVX2__)
     if constexpr (std::is_same_v<S, float> && std::is_same_v<T, float>)
-      return gather_pairs(plane, out, n);
+      return gather_pairs(p, n);
 #endif
-    interior ? gather_plane<true>(plane, out, 0, n) : gather_plane<false>(plane, out, 0, n);
+    gather_block(p, 0, n);
   }
 
-#if defined(__AVX2__)
-  // float32 with AVX2: 8 points at a time where all their taps are inside the image (the
-  // other points go to the scalar code). The two taps of a row, (i, j) and (i + 1, j), are
-  // adjacent in memory: one 64-bit load reads both, two per point where the compiler's
-  // gather takes four scalar loads and as many inserts. Same operations in the same order
-  // as the scalar code: the same bits.
-  struct Taps8 {
-    __m256 u00, u10, u01, u11;  // U[j, i], U[j, i + 1], U[j + 1, i], U[j + 1, i + 1]
-  };
-
-  // Whether 8 points have all their taps inside (0 <= i <= width - 2, unsigned, as j; an
-  // image one pixel wide or high has no such point)
-  STNKIT_INLINE bool block_inside(__m256i i, __m256i j) const {
-    if (width < 2 || height < 2) return false;
-    const __m256i in = _mm256_and_si256(
-        _mm256_cmpeq_epi32(_mm256_min_epu32(i, _mm256_set1_epi32(width - 2)), i),
-        _mm256_cmpeq_epi32(_mm256_min_epu32(j, _mm256_set1_epi32(height - 2)), j));
-    return _mm256_movemask_epi8(in) == -1;
-  }
-
-  // The taps of 8 points inside the image. Loads of points (0, 1, 4, 5) and (2, 3, 6, 7)
-  // fill two vectors whose even and odd lanes are the left and right taps of points 0..7
-  STNKIT_INLINE Taps8 load_taps(const float* plane, __m256i i, __m256i j) const {
-    alignas(32) int32_t o[8];  // offsets of the first taps (inside: below 2^31)
-    _mm256_store_si256(reinterpret_cast<__m256i*>(o),
-                       _mm256_add_epi32(_mm256_mullo_epi32(j, _mm256_set1_epi32(width)), i));
-    const float* below = plane + width;
-    const __m256 top_a = pairs(plane, o[0], o[1], o[4], o[5]);
-    const __m256 top_b = pairs(plane, o[2], o[3], o[6], o[7]);
-    const __m256 bottom_a = pairs(below, o[0], o[1], o[4], o[5]);
-    const __m256 bottom_b = pairs(below, o[2], o[3], o[6], o[7]);
-    return {_mm256_shuffle_ps(top_a, top_b, 0x88), _mm256_shuffle_ps(top_a, top_b, 0xDD),
-            _mm256_shuffle_ps(bottom_a, bottom_b, 0x88),
-            _mm256_shuffle_ps(bottom_a, bottom_b, 0xDD)};
-  }
-
-  // (p[a], p[a + 1], p[b], p[b + 1] | p[c], p[c + 1], p[d], p[d + 1])
-  static STNKIT_INLINE __m256 pairs(const float* p, int32_t a, int32_t b, int32_t c,
-                                    int32_t d) {
-    const auto at = [p](int32_t o) { return reinterpret_cast<const __m64*>(p + o); };
-    const __m128 low = _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), at(a)), at(b));
-    const __m128 high = _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), at(c)), at(d));
-    return _mm256_insertf128_ps(_mm256_castps128_ps256(low), high, 1);
-  }
-
-  static STNKIT_INLINE __m256i load8(const int32_t* p) {
-    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  }
-
-  // gather() for float32
-  STNKIT_NOINLINE void gather_pairs(const float* __restrict plane, float* __restrict out,
-                                    int64_t n) const {
-    const __m256 one = _mm256_set1_ps(1.0f);
-    int64_t k = 0;
-    for (; k + 8 <= n; k += 8) {
-      const __m256i i = load8(col.data() + k), j = load8(row.data() + k);
-      if (!interior && !block_inside(i, j)) {
-        gather_plane<false>(plane, out, k, k + 8);
-        continue;
-      }
-      const Taps8 u = load_taps(plane, i, j);
-      const __m256 x1 = _mm256_loadu_ps(fx.data() + k), y1 = _mm256_loadu_ps(fy.data() + k);
-      const __m256 x0 = _mm256_sub_ps(one, x1), y0 = _mm256_sub_ps(one, y1);
-      __m256 v = _mm256_mul_ps(u.u00, _mm256_mul_ps(x0, y0));
-      v = _mm256_add_ps(v, _mm256_mul_ps(u.u01, _mm256_mul_ps(x0, y1)));
-      v = _mm256_add_ps(v, _mm256_mul_ps(u.u10, _mm256_mul_ps(x1, y0)));
-      _mm256_storeu_ps(out + k, _mm256_add_ps(v, _mm256_mul_ps(u.u11, _mm256_mul_ps(x1, y1))));
+  // Points [begin, end) of every channel
+  template <class S>
+  void gather_block(const ImagePlanes<S, T>& p, int64_t begin, int64_t end) const {
+    for (int64_t c = 0; c < p.channels; ++c) {
+      const S* plane = p.input + c * p.in_plane;
+      S* out = p.output + c * p.out_plane;
+      interior ? gather_plane<true>(plane, out, begin, end)
+               : gather_plane<false>(plane, out, begin, end);
     }
-    interior ? gather_plane<true>(plane, out, k, n) : gather_plane<false>(plane, out, k, n);
   }
 
-  // backward_plane's to_point sums for float32: sums[2 a + b][k] += U[j + b, i + a] dL/dV
-  STNKIT_NOINLINE void point_sums(const float* __restrict plane, const float* __restrict grad,
-                                  int64_t n, float* const* sums) const {
-    const auto add = [](float* s, __m256 u, __m256 e) {
-      _mm256_storeu_ps(s, _mm256_add_ps(_mm256_loadu_ps(s), _mm256_mul_ps(u, e)));
-    };
-    int64_t k = 0;
-    for (; k + 8 <= n; k += 8) {
-      const __m256i i = load8(col.data() + k), j = load8(row.data() + k);
-      if (!interior && !block_inside(i, j)) {
-        for (int64_t q = k; q < k + 8; ++q)
-          backward_point<false, false, true>(plane, grad, nullptr, q, sums);
-        continue;
-      }
-      const Taps8 u = load_taps(plane, i, j);
-      const __m256 e = _mm256_loadu_ps(grad + k);
-      add(sums[0] + k, u.u00, e), add(sums[1] + k, u.u01, e), add(sums[2] + k, u.u10, e);
-      add(sums[3] + k, u.u11, e);
-    }
-    for (; k < n; ++k) backward_point<false, false, true>(plane, grad, nullptr, k, sums);
-  }
-#endif
-
-  // The backward over one channel plane, in one pass over the points:
+  // The backward over the channels of one image, in one pass over the points, 8 at a time
+  // (each block of 8 over every channel):
   //   to_input: dL/dU[tap] += w_tap dL/dV into gin (also where w_tap is 0: a NaN/Inf dL/dV
   //             reaches every tap inside the image);
-  //   to_point: sums[2 a + b][k] += U[j + b, i + a] dL/dV (summed over the channels; gradient()
-  //             applies the weights' derivatives).
-  // Scalar code (a scatter): a branch per point takes the interior case where it can. The
-  // even points go first, then the odd ones: neighbouring points share taps, and their
-  // read-modify-writes of one pixel back to back would wait on each other.
-  template <bool interior, bool to_input, bool to_point, class S>
-  void backward_plane(const S* __restrict plane, const S* __restrict grad, T* __restrict gin,
-                      int64_t n, T* const* sums) const {
+  //   to_point: sums[2 a + b][k] += U[j + b, i + a] dL/dV over the channels, in channel order
+  //             (gradient() applies the weights' derivatives).
+  template <class S> void backward(const ImagePlanes<S, T>& p, int64_t n, T* const* sums) const {
+    backward_image(*this, p, n, sums);
+  }
+
+  template <bool to_input, bool to_point, class S>
+  void backward_as(const ImagePlanes<S, T>& p, int64_t n, T* const* sums) const {
+    for (int64_t k = 0; k < n; k += 8) {
 #if defined(__AVX2__)
-    if constexpr (to_point && std::is_same_v<S, float> && std::is_same_v<T, float>) {
-      point_sums(plane, grad, n, sums);  // vectorised; then the scatter alone
-      if constexpr (to_input) backward_plane<interior, true, false>(plane, grad, gin, n, sums);
-      return;
-    }
+      if constexpr (std::is_same_v<S, float> && std::is_same_v<T, float>)
+        if (k + 8 <= n &&
+            (interior || block_inside(load8(col.data() + k), load8(row.data() + k)))) {
+          backward_block8<to_input, to_point>(p, k, n, sums);
+          continue;
+        }
 #endif
-    for (int64_t parity = 0; parity < 2; ++parity)
-      for (int64_t k = parity; k < n; k += 2) {
-        if (interior || all_inside(col[k], row[k], width, height))
-          backward_point<true, to_input, to_point>(plane, grad, gin, k, sums);
-        else
-          backward_point<false, to_input, to_point>(plane, grad, gin, k, sums);
-      }
+      backward_block<to_input, to_point>(p, k, std::min(n, k + 8), sums);
+    }
+  }
+
+  // Points [begin, end) of the image, channel after channel: the even points, then the odd
+  // ones (neighbouring points share taps, and their read-modify-writes of one pixel back to
+  // back would wait on each other). Scalar code (a scatter); a point whose taps are all
+  // inside takes the unmasked case.
+  template <bool to_input, bool to_point, class S>
+  void backward_block(const ImagePlanes<S, T>& p, int64_t begin, int64_t end,
+                      T* const* sums) const {
+    for (int64_t c = 0; c < p.channels; ++c) {
+      const S* plane = p.input + c * p.in_plane;
+      const S* grad = p.grad + c * p.out_plane;
+      T* gin = to_input ? p.gin + c * p.in_plane : nullptr;
+      for (int64_t parity = 0; parity < 2; ++parity)
+        for (int64_t k = begin + parity; k < end; k += 2) {
+          if (interior || all_inside(col[k], row[k], width, height))
+            backward_point<true, to_input, to_point>(plane, grad, gin, k, sums);
+          else
+            backward_point<false, to_input, to_point>(plane, grad, gin, k, sums);
+        }
+    }
   }
 
   template <bool interior, bool to_input, bool to_point, class S>
@@ -387,10 +336,171 @@ template <class T> struct Bilinear {
     }
   }
 
-  template <class S>
-  void backward(const S* plane, const S* grad, T* gin, int64_t n, T* const* sums) const {
-    backward_over_plane(*this, plane, grad, gin, n, sums);
+#if defined(__AVX2__)
+  // float32 with AVX2: 8 points at a time where all their taps are inside the image (the
+  // other points go to the scalar code). The two taps of a row, (i, j) and (i + 1, j), are
+  // adjacent in memory: one 64-bit load reads both, two per point where the compiler's
+  // gather takes four scalar loads and as many inserts; the backward writes a row's two taps
+  // with one 64-bit read-modify-write likewise. Same operations in the same order as the
+  // scalar code: the same bits.
+
+  // 8 points with all their taps inside: their first taps' offsets and their tap weights
+  struct Block8 {
+    alignas(32) int32_t offset[8];
+    __m256 w00, w01, w10, w11;  // w_a(x) w_b(y) of tap (i + a, j + b)
+  };
+  struct Taps8 {
+    __m256 u00, u10, u01, u11;  // U[j, i], U[j, i + 1], U[j + 1, i], U[j + 1, i + 1]
+  };
+
+  // Whether 8 points have all their taps inside (0 <= i <= width - 2, unsigned, as j; an
+  // image one pixel wide or high has no such point)
+  STNKIT_INLINE bool block_inside(__m256i i, __m256i j) const {
+    if (width < 2 || height < 2) return false;
+    const __m256i in = _mm256_and_si256(
+        _mm256_cmpeq_epi32(_mm256_min_epu32(i, _mm256_set1_epi32(width - 2)), i),
+        _mm256_cmpeq_epi32(_mm256_min_epu32(j, _mm256_set1_epi32(height - 2)), j));
+    return _mm256_movemask_epi8(in) == -1;
   }
+
+  // Points k..k + 7, all of whose taps are inside (offsets below 2^31)
+  STNKIT_INLINE Block8 block8(int64_t k) const {
+    Block8 b;
+    const __m256i i = load8(col.data() + k), j = load8(row.data() + k);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(b.offset),
+                       _mm256_add_epi32(_mm256_mullo_epi32(j, _mm256_set1_epi32(width)), i));
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 x1 = _mm256_loadu_ps(fx.data() + k), y1 = _mm256_loadu_ps(fy.data() + k);
+    const __m256 x0 = _mm256_sub_ps(one, x1), y0 = _mm256_sub_ps(one, y1);
+    b.w00 = _mm256_mul_ps(x0, y0), b.w01 = _mm256_mul_ps(x0, y1);
+    b.w10 = _mm256_mul_ps(x1, y0), b.w11 = _mm256_mul_ps(x1, y1);
+    return b;
+  }
+
+  // The taps of a block's points. Loads of points (0, 1, 4, 5) and (2, 3, 6, 7) fill two
+  // vectors whose even and odd lanes are the left and right taps of points 0..7
+  STNKIT_INLINE Taps8 load_taps(const float* plane, const int32_t* o) const {
+    const float* below = plane + width;
+    const __m256 top_a = pairs(plane, o[0], o[1], o[4], o[5]);
+    const __m256 top_b = pairs(plane, o[2], o[3], o[6], o[7]);
+    const __m256 bottom_a = pairs(below, o[0], o[1], o[4], o[5]);
+    const __m256 bottom_b = pairs(below, o[2], o[3], o[6], o[7]);
+    return {_mm256_shuffle_ps(top_a, top_b, 0x88), _mm256_shuffle_ps(top_a, top_b, 0xDD),
+            _mm256_shuffle_ps(bottom_a, bottom_b, 0x88),
+            _mm256_shuffle_ps(bottom_a, bottom_b, 0xDD)};
+  }
+
+  // (p[a], p[a + 1], p[b], p[b + 1] | p[c], p[c + 1], p[d], p[d + 1])
+  static STNKIT_INLINE __m256 pairs(const float* p, int32_t a, int32_t b, int32_t c,
+                                    int32_t d) {
+    const auto at = [p](int32_t o) { return reinterpret_cast<const __m64*>(p + o); };
+    const __m128 low = _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), at(a)), at(b));
+    const __m128 high = _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), at(c)), at(d));
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(low), high, 1);
+  }
+
+  static STNKIT_INLINE __m256i load8(const int32_t* p) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  }
+
+  // Ask for the cache lines of the taps of points k and k + 4 of a plane (skipped past the
+  // tile's n points), kPrefetchAhead points before they are read: a rotated warp reads
+  // its taps in an order that the hardware prefetchers do not follow
+  STNKIT_INLINE void prefetch(const float* plane, int64_t k, int64_t n) const {
+    for (int64_t q = k; q < std::min(k + 5, n); q += 4) {
+      if (uint32_t(col[q]) >= uint32_t(width) || uint32_t(row[q]) + 1 >= uint32_t(height)) continue;
+      const float* first = plane + int64_t(row[q]) * width + col[q];
+      _mm_prefetch(reinterpret_cast<const char*>(first), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(first + width), _MM_HINT_T0);
+    }
+  }
+
+  // gather() for float32: 8 points at a time over every channel
+  void gather_pairs(const ImagePlanes<float, float>& p, int64_t n) const {
+    if (far) gather_pairs<true>(p.input, p.output, p.channels, p.in_plane, p.out_plane, n);
+    else gather_pairs<false>(p.input, p.output, p.channels, p.in_plane, p.out_plane, n);
+    gather_block(p, n - n % 8, n);
+  }
+  // (the planes as __restrict pointers: a store to the output cannot change the input)
+  template <bool far>
+  STNKIT_NOINLINE void gather_pairs(const float* __restrict input, float* __restrict output,
+                                    int64_t channels, int64_t in_plane, int64_t out_plane,
+                                    int64_t n) const {
+    for (int64_t k = 0; k + 8 <= n; k += 8) {
+      if (!interior && !block_inside(load8(col.data() + k), load8(row.data() + k))) {
+        for (int64_t c = 0; c < channels; ++c)
+          gather_plane<false>(input + c * in_plane, output + c * out_plane, k, k + 8);
+        continue;
+      }
+      const Block8 b = block8(k);
+      for (int64_t c = 0; c < channels; ++c) {
+        const float* plane = input + c * in_plane;
+        if constexpr (far) prefetch(plane, k + kPrefetchAhead, n);
+        const Taps8 u = load_taps(plane, b.offset);
+        __m256 v = _mm256_mul_ps(u.u00, b.w00);
+        v = _mm256_add_ps(v, _mm256_mul_ps(u.u01, b.w01));
+        v = _mm256_add_ps(v, _mm256_mul_ps(u.u10, b.w10));
+        v = _mm256_add_ps(v, _mm256_mul_ps(u.u11, b.w11));
+        _mm256_storeu_ps(output + c * out_plane + k, v);
+      }
+    }
+  }
+
+  // backward_block for points k..k + 7 (of n) inside the image: the point sums in registers
+  // over the channels, each channel's scatter as the scalar code's (even points, then odd)
+  template <bool to_input, bool to_point>
+  STNKIT_NOINLINE void backward_block8(const ImagePlanes<float, float>& p, int64_t k,
+                                       int64_t n, float* const* sums) const {
+    const Block8 b = block8(k);
+    __m256 s00 = _mm256_setzero_ps(), s01 = s00, s10 = s00, s11 = s00;
+    for (int64_t c = 0; c < p.channels; ++c) {
+      if (far) {
+        prefetch(p.input + c * p.in_plane, k + kPrefetchAhead, n);
+        if constexpr (to_input) prefetch(p.gin + c * p.in_plane, k + kPrefetchAhead, n);
+      }
+      const __m256 e = _mm256_loadu_ps(p.grad + c * p.out_plane + k);
+      if constexpr (to_point) {
+        const Taps8 u = load_taps(p.input + c * p.in_plane, b.offset);
+        s00 = _mm256_add_ps(s00, _mm256_mul_ps(u.u00, e));
+        s01 = _mm256_add_ps(s01, _mm256_mul_ps(u.u01, e));
+        s10 = _mm256_add_ps(s10, _mm256_mul_ps(u.u10, e));
+        s11 = _mm256_add_ps(s11, _mm256_mul_ps(u.u11, e));
+      }
+      if constexpr (to_input)
+        scatter(p.gin + c * p.in_plane, b, _mm256_mul_ps(e, b.w00), _mm256_mul_ps(e, b.w10),
+                _mm256_mul_ps(e, b.w01), _mm256_mul_ps(e, b.w11));
+    }
+    if constexpr (to_point) {  // the sums start at 0, as the scalar code's
+      _mm256_storeu_ps(sums[0] + k, s00), _mm256_storeu_ps(sums[1] + k, s01);
+      _mm256_storeu_ps(sums[2] + k, s10), _mm256_storeu_ps(sums[3] + k, s11);
+    }
+  }
+
+  // gin[tap] += value of the tap for a block's points: the top taps' pairs (v00, v10) and the
+  // bottom ones' (v01, v11), one 64-bit read-modify-write each, points 0, 2, 4, 6, 1, 3, 5, 7
+  STNKIT_INLINE void scatter(float* gin, const Block8& b, __m256 v00, __m256 v10, __m256 v01,
+                             __m256 v11) const {
+    alignas(32) float top[16], bottom[16];  // (v00, v10) of points 0, 1, 4, 5, 2, 3, 6, 7
+    _mm256_store_ps(top, _mm256_unpacklo_ps(v00, v10));
+    _mm256_store_ps(top + 8, _mm256_unpackhi_ps(v00, v10));
+    _mm256_store_ps(bottom, _mm256_unpacklo_ps(v01, v11));
+    _mm256_store_ps(bottom + 8, _mm256_unpackhi_ps(v01, v11));
+    const auto add = [](float* q, const float* v) {
+      const __m128 zero = _mm_setzero_ps();
+      __m64* at = reinterpret_cast<__m64*>(q);
+      const __m128 value = _mm_loadl_pi(zero, reinterpret_cast<const __m64*>(v));
+      _mm_storel_pi(at, _mm_add_ps(_mm_loadl_pi(zero, at), value));
+    };
+    constexpr int order[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+    constexpr int slot[8] = {0, 2, 8, 10, 4, 6, 12, 14};  // point p's pair in top, bottom
+    for (int q = 0; q < 8; ++q) {
+      const int point = order[q];
+      float* first = gin + b.offset[point];
+      add(first, top + slot[point]);
+      add(first + width, bottom + slot[point]);
+    }
+  }
+#endif
 
   // dL/d(X, Y) (normalised) into grad[0], grad[1]: d w_a(x) / dx = -1, +1, then through the
   // padding (slope)
@@ -510,21 +620,34 @@ template <class T> struct Trilinear {
     }
   }
 
-  template <class S> void gather(const S* plane, S* out, int64_t n) const {
-    interior ? gather_plane<true>(plane, out, n) : gather_plane<false>(plane, out, n);
+  template <class S> void gather(const ImagePlanes<S, T>& p, int64_t n) const {
+    for (int64_t c = 0; c < p.channels; ++c) {
+      const S* plane = p.input + c * p.in_plane;
+      S* out = p.output + c * p.out_plane;
+      interior ? gather_plane<true>(plane, out, n) : gather_plane<false>(plane, out, n);
+    }
   }
 
-  // As Bilinear::backward_plane, over the 8 taps (sums[4a + 2b + d])
-  template <bool interior, bool to_input, bool to_point, class S>
-  void backward_plane(const S* __restrict plane, const S* __restrict grad, T* __restrict gin,
-                      int64_t n, T* const* sums) const {
-    for (int64_t parity = 0; parity < 2; ++parity)
-      for (int64_t k = parity; k < n; k += 2) {
-        if (interior || all_inside(col[k], row[k], slice[k], width, height, depth))
-          backward_point<true, to_input, to_point>(plane, grad, gin, k, sums);
-        else
-          backward_point<false, to_input, to_point>(plane, grad, gin, k, sums);
-      }
+  // As Bilinear::backward over the 8 taps (sums[4a + 2b + d]), channel after channel over
+  // all the points
+  template <class S> void backward(const ImagePlanes<S, T>& p, int64_t n, T* const* sums) const {
+    backward_image(*this, p, n, sums);
+  }
+
+  template <bool to_input, bool to_point, class S>
+  void backward_as(const ImagePlanes<S, T>& p, int64_t n, T* const* sums) const {
+    for (int64_t c = 0; c < p.channels; ++c) {
+      const S* plane = p.input + c * p.in_plane;
+      const S* grad = p.grad + c * p.out_plane;
+      T* gin = to_input ? p.gin + c * p.in_plane : nullptr;
+      for (int64_t parity = 0; parity < 2; ++parity)
+        for (int64_t k = parity; k < n; k += 2) {
+          if (interior || all_inside(col[k], row[k], slice[k], width, height, depth))
+            backward_point<true, to_input, to_point>(plane, grad, gin, k, sums);
+          else
+            backward_point<false, to_input, to_point>(plane, grad, gin, k, sums);
+        }
+    }
   }
 
   template <bool interior, bool to_input, bool to_point, class S>
@@ -542,11 +665,6 @@ template <class T> struct Trilinear {
           if constexpr (to_input)
             add<interior>(gin, i + a, j + b, l + d, e * (wx[a] * wy[b] * wz[d]));
         }
-  }
-
-  template <class S>
-  void backward(const S* plane, const S* grad, T* gin, int64_t n, T* const* sums) const {
-    backward_over_plane(*this, plane, grad, gin, n, sums);
   }
 
   // dL/d(X, Y, Z) (normalised) into grad[0..2]: per axis, the weight of that axis
@@ -599,7 +717,13 @@ template <class T, int D> struct NearestOf {
     for (int64_t k = 0; k < n; ++k) offset[k] = inside[k] ? offset[k] : 0;
   }
 
-  template <class S> void gather(const S* plane, S* out, int64_t n) const {
+  template <class S> void gather(const ImagePlanes<S, T>& p, int64_t n) const {
+    for (int64_t c = 0; c < p.channels; ++c)
+      gather_plane(p.input + c * p.in_plane, p.output + c * p.out_plane, n);
+  }
+
+  template <class S>
+  void gather_plane(const S* __restrict plane, S* __restrict out, int64_t n) const {
     for (int64_t k = 0; k < n; ++k) {
       const T v = load<T>(plane[offset[k]]);
       out[k] = Store<S>::from(inside[k] ? v : T(0));
@@ -607,10 +731,13 @@ template <class T, int D> struct NearestOf {
   }
 
   // dL/dU[tap] += dL/dV into gin (sums: unused, nothing reaches the source point)
-  template <class S>
-  void backward(const S*, const S* grad, T* gin, int64_t n, T* const*) const {
-    if (gin)
-      for (int64_t k = 0; k < n; ++k) gin[offset[k]] += inside[k] ? load<T>(grad[k]) : T(0);
+  template <class S> void backward(const ImagePlanes<S, T>& p, int64_t n, T* const*) const {
+    if (p.gin)
+      for (int64_t c = 0; c < p.channels; ++c) {
+        const S* grad = p.grad + c * p.out_plane;
+        T* gin = p.gin + c * p.in_plane;
+        for (int64_t k = 0; k < n; ++k) gin[offset[k]] += inside[k] ? load<T>(grad[k]) : T(0);
+      }
   }
 
   void gradient(T* const*, int64_t, T* const*) const {}

@@ -477,27 +477,32 @@ template <class T> struct Bilinear {
   }
 
   // gin[tap] += value of the tap for a block's points: the top taps' pairs (v00, v10) and the
-  // bottom ones' (v01, v11), one 64-bit read-modify-write each, points 0, 2, 4, 6, 1, 3, 5, 7
+  // bottom ones' (v01, v11), one 64-bit read-modify-write each, points 0, 2, 4, 6, 1, 3, 5, 7.
+  // The pairs are moved into place in registers (a round trip through memory stalls).
   STNKIT_INLINE void scatter(float* gin, const Block8& b, __m256 v00, __m256 v10, __m256 v01,
                              __m256 v11) const {
-    alignas(32) float top[16], bottom[16];  // (v00, v10) of points 0, 1, 4, 5, 2, 3, 6, 7
-    _mm256_store_ps(top, _mm256_unpacklo_ps(v00, v10));
-    _mm256_store_ps(top + 8, _mm256_unpackhi_ps(v00, v10));
-    _mm256_store_ps(bottom, _mm256_unpacklo_ps(v01, v11));
-    _mm256_store_ps(bottom + 8, _mm256_unpackhi_ps(v01, v11));
-    const auto add = [](float* q, const float* v) {
-      const __m128 zero = _mm_setzero_ps();
+    // (v00, v10) of points 0, 1 | 4, 5 and 2, 3 | 6, 7 (unpacklo, unpackhi), then per 128-bit
+    // part: points (0, 1), (2, 3), (4, 5), (6, 7); likewise the bottom taps
+    const __m256 top_a = _mm256_unpacklo_ps(v00, v10), top_b = _mm256_unpackhi_ps(v00, v10);
+    const __m256 bottom_a = _mm256_unpacklo_ps(v01, v11),
+                 bottom_b = _mm256_unpackhi_ps(v01, v11);
+    const __m128 top[4] = {_mm256_castps256_ps128(top_a), _mm256_castps256_ps128(top_b),
+                           _mm256_extractf128_ps(top_a, 1), _mm256_extractf128_ps(top_b, 1)};
+    const __m128 bottom[4] = {_mm256_castps256_ps128(bottom_a), _mm256_castps256_ps128(bottom_b),
+                              _mm256_extractf128_ps(bottom_a, 1),
+                              _mm256_extractf128_ps(bottom_b, 1)};
+    const auto add = [](float* q, __m128 v) {  // q[0, 1] += v[0, 1]
       __m64* at = reinterpret_cast<__m64*>(q);
-      const __m128 value = _mm_loadl_pi(zero, reinterpret_cast<const __m64*>(v));
-      _mm_storel_pi(at, _mm_add_ps(_mm_loadl_pi(zero, at), value));
+      _mm_storel_pi(at, _mm_add_ps(_mm_loadl_pi(_mm_setzero_ps(), at), v));
     };
-    constexpr int order[8] = {0, 2, 4, 6, 1, 3, 5, 7};
-    constexpr int slot[8] = {0, 2, 8, 10, 4, 6, 12, 14};  // point p's pair in top, bottom
-    for (int q = 0; q < 8; ++q) {
-      const int point = order[q];
-      float* first = gin + b.offset[point];
-      add(first, top + slot[point]);
-      add(first + width, bottom + slot[point]);
+    for (int h = 0; h < 4; ++h) {  // even points (0, 2, 4, 6): the low pair of each part
+      float* first = gin + b.offset[2 * h];
+      add(first, top[h]), add(first + width, bottom[h]);
+    }
+    for (int h = 0; h < 4; ++h) {  // odd points (1, 3, 5, 7): the high pair
+      float* first = gin + b.offset[2 * h + 1];
+      add(first, _mm_movehl_ps(top[h], top[h]));
+      add(first + width, _mm_movehl_ps(bottom[h], bottom[h]));
     }
   }
 #endif

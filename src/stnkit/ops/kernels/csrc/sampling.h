@@ -280,10 +280,16 @@ template <class T> struct Bilinear {
     for (int64_t k = 0; k < n; k += 8) {
 #if defined(__AVX2__)
       if constexpr (std::is_same_v<S, float> && std::is_same_v<T, float>)
-        if (k + 8 <= n &&
-            (interior || block_inside(load8(col.data() + k), load8(row.data() + k)))) {
-          backward_block8<to_input, to_point>(p, k, n, sums);
-          continue;
+        if (k + 8 <= n) {
+          const __m256i i = load8(col.data() + k), j = load8(row.data() + k);
+          if (interior || block_inside(i, j)) {
+            backward_block8<to_input, to_point>(p, k, n, sums);
+            continue;
+          }
+          if (block_outside(i, j)) {  // zeros padding beyond the border: nothing to scatter
+            if constexpr (to_point) outside_sums(p, k, sums);
+            continue;
+          }
         }
 #endif
       backward_block<to_input, to_point>(p, k, std::min(n, k + 8), sums);
@@ -363,6 +369,29 @@ template <class T> struct Bilinear {
     return _mm256_movemask_epi8(in) == -1;
   }
 
+  // Whether none of 8 points has a tap inside: i + 1 > width or j + 1 > height (unsigned:
+  // also i < -1, j < -1), which zeros padding gives points beyond the border
+  STNKIT_INLINE bool block_outside(__m256i i, __m256i j) const {
+    const __m256i one = _mm256_set1_epi32(1);
+    const __m256i x = _mm256_add_epi32(i, one), y = _mm256_add_epi32(j, one);
+    const __m256i in = _mm256_and_si256(
+        _mm256_cmpeq_epi32(_mm256_min_epu32(x, _mm256_set1_epi32(width)), x),
+        _mm256_cmpeq_epi32(_mm256_min_epu32(y, _mm256_set1_epi32(height)), y));
+    return _mm256_movemask_epi8(in) == 0;
+  }
+
+  // backward_block's point sums for 8 points without a tap inside: every tap's value is 0,
+  // so each sum is 0 + 0 dL/dV_0 + 0 dL/dV_1 + ... (0, or NaN where a dL/dV is not finite);
+  // their scatter adds +0 to pixel 0 of grad_input, which changes no bits (it is never -0:
+  // it starts at +0, and a sum is -0 only if both terms are), so it is skipped
+  void outside_sums(const ImagePlanes<float, float>& p, int64_t k, float* const* sums) const {
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 s = zero;
+    for (int64_t c = 0; c < p.channels; ++c)
+      s = _mm256_add_ps(s, _mm256_mul_ps(zero, _mm256_loadu_ps(p.grad + c * p.out_plane + k)));
+    for (int t = 0; t < corners; ++t) _mm256_storeu_ps(sums[t] + k, s);
+  }
+
   // Points k..k + 7, all of whose taps are inside (offsets below 2^31)
   STNKIT_INLINE Block8 block8(int64_t k) const {
     Block8 b;
@@ -427,9 +456,12 @@ template <class T> struct Bilinear {
                                     int64_t channels, int64_t in_plane, int64_t out_plane,
                                     int64_t n) const {
     for (int64_t k = 0; k + 8 <= n; k += 8) {
-      if (!interior && !block_inside(load8(col.data() + k), load8(row.data() + k))) {
+      const __m256i i = load8(col.data() + k), j = load8(row.data() + k);
+      if (!interior && !block_inside(i, j)) {
+        const bool outside = block_outside(i, j);  // V = 0 U + ... = +0 (weights >= 0)
         for (int64_t c = 0; c < channels; ++c)
-          gather_plane<false>(input + c * in_plane, output + c * out_plane, k, k + 8);
+          if (outside) _mm256_storeu_ps(output + c * out_plane + k, _mm256_setzero_ps());
+          else gather_plane<false>(input + c * in_plane, output + c * out_plane, k, k + 8);
         continue;
       }
       const Block8 b = block8(k);

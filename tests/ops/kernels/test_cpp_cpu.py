@@ -209,13 +209,15 @@ def test_builds_give_the_same_bits_on_thin_images(in_size):
 
 @pytest.mark.skipif(not all(p.exists() for p in cpp_cpu.LIBRARIES.values()),
                     reason="one build only (not x86-64)")
-def test_builds_give_the_same_bits_on_large_planes():
+@pytest.mark.parametrize("dtype", [F32, torch.bfloat16, torch.float16])
+def test_builds_give_the_same_bits_on_large_planes(dtype):
     """Planes of 16384 pixels or more, whose taps the AVX2 build prefetches (a separate
     instance of its gather), rotated so that blocks of 8 points cross the border, and shifted
     so that whole blocks lie beyond it (no tap inside: the AVX2 build stores zeros and skips
-    their scatter), with a NaN and an Inf in dL/dV there, which reach grad theta."""
-    x = torch.randn(2, 3, 130, 131, generator=gen(13))
-    g = torch.randn(2, 3, 120, 140, generator=gen(14))
+    their scatter), with a NaN and an Inf in dL/dV there, which reach grad theta; 16-bit
+    images take the same blocks (their taps widened to float32)."""
+    x = torch.randn(2, 3, 130, 131, generator=gen(13)).to(dtype)
+    g = torch.randn(2, 3, 120, 140, generator=gen(14)).to(dtype)
     g[0, 1, 5, 120], g[1, 2, 7, 100] = float("nan"), float("inf")
     angle = torch.tensor([0.3, -0.2])
     theta = torch.stack([torch.stack([angle.cos(), -angle.sin(), torch.full_like(angle, 0.1)], 1),
@@ -227,6 +229,22 @@ def test_builds_give_the_same_bits_on_large_planes():
             torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
         if shift:  # the NaN and the Inf lie outside the image and still reach grad theta
             assert _run_with("avx2", *args)[2].isnan().all()
+
+
+@pytest.mark.parametrize("dtype, step", [(torch.bfloat16, 2.0**-7), (torch.float16, 2.0**-10)])
+def test_16bit_outputs_round_ties_to_even(dtype, step):
+    """Columns alternate 1 + step and 1 + 2 step (consecutive 16-bit numbers, the first with an
+    odd last bit); shifted by half a pixel, every output is their mean, a tie, which rounds to
+    even: up, to 1 + 2 step (both builds, the block path included)."""
+    x = torch.full((1, 2, 6, 40), 1 + step, dtype=dtype)
+    x[..., 1::2] = 1 + 2 * step
+    theta = torch.tensor([[[1.0, 0.0, 1 / 40], [0.0, 1.0, 0.0]]])  # half a pixel in x
+    g = torch.ones(1, 2, 6, 40, dtype=dtype)
+    builds = ["avx2", "baseline"] if all(p.exists() for p in cpp_cpu.LIBRARIES.values()) \
+        else [cpp_cpu.VARIANT]
+    for build in builds:
+        out = _run_with(build, x, theta, g, "affine", (6, 40), "bilinear", "zeros", False)[0]
+        assert torch.equal(out[..., :-1], torch.full_like(out[..., :-1], 1 + 2 * step)), build
 
 
 @pytest.mark.parametrize("transform", TRANSFORMS)

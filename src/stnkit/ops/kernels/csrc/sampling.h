@@ -248,8 +248,8 @@ template <class T> struct Bilinear {
   // The forward over the channels of one image
   template <class S> void gather(const ImagePlanes<S, T>& p, int64_t n) const {
 #if defined(__AVX2__)
-    if constexpr (std::is_same_v<S, float> && std::is_same_v<T, float>)
-      return gather_pairs(p, n);
+    if constexpr (std::is_same_v<T, float> && !std::is_same_v<S, double>)
+      return gather_pairs(p, n);  // float32, float16 and bfloat16 images
 #endif
     gather_block(p, 0, n);
   }
@@ -279,7 +279,7 @@ template <class T> struct Bilinear {
   void backward_as(const ImagePlanes<S, T>& p, int64_t n, T* const* sums) const {
     for (int64_t k = 0; k < n; k += 8) {
 #if defined(__AVX2__)
-      if constexpr (std::is_same_v<S, float> && std::is_same_v<T, float>)
+      if constexpr (std::is_same_v<T, float> && !std::is_same_v<S, double>)
         if (k + 8 <= n) {
           const __m256i i = load8(col.data() + k), j = load8(row.data() + k);
           if (interior || block_inside(i, j)) {
@@ -343,12 +343,13 @@ template <class T> struct Bilinear {
   }
 
 #if defined(__AVX2__)
-  // float32 with AVX2: 8 points at a time where all their taps are inside the image (the
-  // other points go to the scalar code). The two taps of a row, (i, j) and (i + 1, j), are
-  // adjacent in memory: one 64-bit load reads both, two per point where the compiler's
-  // gather takes four scalar loads and as many inserts; the backward writes a row's two taps
-  // with one 64-bit read-modify-write likewise. Same operations in the same order as the
-  // scalar code: the same bits.
+  // Computed in float32, with AVX2: 8 points at a time where all their taps are inside the
+  // image (the other points go to the scalar code). The two taps of a row, (i, j) and
+  // (i + 1, j), are adjacent in memory: one load reads both (64 bits in float32 images, 32 in
+  // float16 / bfloat16 ones, widened exactly), two per point where the compiler's gather
+  // takes four scalar loads and as many inserts; the backward writes a row's two taps of
+  // grad_input (float32) with one 64-bit read-modify-write likewise. Same operations in the
+  // same order as the scalar code: the same bits.
 
   // 8 points with all their taps inside: their first taps' offsets and their tap weights
   struct Block8 {
@@ -384,11 +385,12 @@ template <class T> struct Bilinear {
   // so each sum is 0 + 0 dL/dV_0 + 0 dL/dV_1 + ... (0, or NaN where a dL/dV is not finite);
   // their scatter adds +0 to pixel 0 of grad_input, which changes no bits (it is never -0:
   // it starts at +0, and a sum is -0 only if both terms are), so it is skipped
-  void outside_sums(const ImagePlanes<float, float>& p, int64_t k, float* const* sums) const {
+  template <class S>
+  void outside_sums(const ImagePlanes<S, float>& p, int64_t k, float* const* sums) const {
     const __m256 zero = _mm256_setzero_ps();
     __m256 s = zero;
     for (int64_t c = 0; c < p.channels; ++c)
-      s = _mm256_add_ps(s, _mm256_mul_ps(zero, _mm256_loadu_ps(p.grad + c * p.out_plane + k)));
+      s = _mm256_add_ps(s, _mm256_mul_ps(zero, widen8(p.grad + c * p.out_plane + k)));
     for (int t = 0; t < corners; ++t) _mm256_storeu_ps(sums[t] + k, s);
   }
 
@@ -408,8 +410,8 @@ template <class T> struct Bilinear {
 
   // The taps of a block's points. Loads of points (0, 1, 4, 5) and (2, 3, 6, 7) fill two
   // vectors whose even and odd lanes are the left and right taps of points 0..7
-  STNKIT_INLINE Taps8 load_taps(const float* plane, const int32_t* o) const {
-    const float* below = plane + width;
+  template <class S> STNKIT_INLINE Taps8 load_taps(const S* plane, const int32_t* o) const {
+    const S* below = plane + width;
     const __m256 top_a = pairs(plane, o[0], o[1], o[4], o[5]);
     const __m256 top_b = pairs(plane, o[2], o[3], o[6], o[7]);
     const __m256 bottom_a = pairs(below, o[0], o[1], o[4], o[5]);
@@ -419,13 +421,22 @@ template <class T> struct Bilinear {
             _mm256_shuffle_ps(bottom_a, bottom_b, 0xDD)};
   }
 
-  // (p[a], p[a + 1], p[b], p[b + 1] | p[c], p[c + 1], p[d], p[d + 1])
+  // (p[a], p[a + 1], p[b], p[b + 1] | p[c], p[c + 1], p[d], p[d + 1]) in float32
   static STNKIT_INLINE __m256 pairs(const float* p, int32_t a, int32_t b, int32_t c,
                                     int32_t d) {
     const auto at = [p](int32_t o) { return reinterpret_cast<const __m64*>(p + o); };
     const __m128 low = _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), at(a)), at(b));
     const __m128 high = _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), at(c)), at(d));
     return _mm256_insertf128_ps(_mm256_castps128_ps256(low), high, 1);
+  }
+  template <class S>  // float16, bfloat16: a pair is 32 bits
+  static STNKIT_INLINE __m256 pairs(const S* p, int32_t a, int32_t b, int32_t c, int32_t d) {
+    const auto at = [p](int32_t o) {
+      int32_t bits;
+      std::memcpy(&bits, p + o, sizeof bits);
+      return bits;
+    };
+    return widen8(_mm_setr_epi32(at(a), at(b), at(c), at(d)), S{});
   }
 
   static STNKIT_INLINE __m256i load8(const int32_t* p) {
@@ -435,24 +446,25 @@ template <class T> struct Bilinear {
   // Ask for the cache lines of the taps of points k and k + 4 of a plane (skipped past the
   // tile's n points), kPrefetchAhead points before they are read: a rotated warp reads
   // its taps in an order that the hardware prefetchers do not follow
-  STNKIT_INLINE void prefetch(const float* plane, int64_t k, int64_t n) const {
+  template <class P> STNKIT_INLINE void prefetch(const P* plane, int64_t k, int64_t n) const {
     for (int64_t q = k; q < std::min(k + 5, n); q += 4) {
-      if (uint32_t(col[q]) >= uint32_t(width) || uint32_t(row[q]) + 1 >= uint32_t(height)) continue;
-      const float* first = plane + int64_t(row[q]) * width + col[q];
+      if (uint32_t(col[q]) >= uint32_t(width) || uint32_t(row[q]) + 1 >= uint32_t(height))
+        continue;
+      const P* first = plane + int64_t(row[q]) * width + col[q];
       _mm_prefetch(reinterpret_cast<const char*>(first), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(first + width), _MM_HINT_T0);
     }
   }
 
-  // gather() for float32: 8 points at a time over every channel
-  void gather_pairs(const ImagePlanes<float, float>& p, int64_t n) const {
+  // gather() computed in float32: 8 points at a time over every channel
+  template <class S> void gather_pairs(const ImagePlanes<S, float>& p, int64_t n) const {
     if (far) gather_pairs<true>(p.input, p.output, p.channels, p.in_plane, p.out_plane, n);
     else gather_pairs<false>(p.input, p.output, p.channels, p.in_plane, p.out_plane, n);
     gather_block(p, n - n % 8, n);
   }
   // (the planes as __restrict pointers: a store to the output cannot change the input)
-  template <bool far>
-  STNKIT_NOINLINE void gather_pairs(const float* __restrict input, float* __restrict output,
+  template <bool far, class S>
+  STNKIT_NOINLINE void gather_pairs(const S* __restrict input, S* __restrict output,
                                     int64_t channels, int64_t in_plane, int64_t out_plane,
                                     int64_t n) const {
     for (int64_t k = 0; k + 8 <= n; k += 8) {
@@ -460,29 +472,29 @@ template <class T> struct Bilinear {
       if (!interior && !block_inside(i, j)) {
         const bool outside = block_outside(i, j);  // V = 0 U + ... = +0 (weights >= 0)
         for (int64_t c = 0; c < channels; ++c)
-          if (outside) _mm256_storeu_ps(output + c * out_plane + k, _mm256_setzero_ps());
+          if (outside) narrow8(output + c * out_plane + k, _mm256_setzero_ps());
           else gather_plane<false>(input + c * in_plane, output + c * out_plane, k, k + 8);
         continue;
       }
       const Block8 b = block8(k);
       for (int64_t c = 0; c < channels; ++c) {
-        const float* plane = input + c * in_plane;
+        const S* plane = input + c * in_plane;
         if constexpr (far) prefetch(plane, k + kPrefetchAhead, n);
         const Taps8 u = load_taps(plane, b.offset);
         __m256 v = _mm256_mul_ps(u.u00, b.w00);
         v = _mm256_add_ps(v, _mm256_mul_ps(u.u01, b.w01));
         v = _mm256_add_ps(v, _mm256_mul_ps(u.u10, b.w10));
         v = _mm256_add_ps(v, _mm256_mul_ps(u.u11, b.w11));
-        _mm256_storeu_ps(output + c * out_plane + k, v);
+        narrow8(output + c * out_plane + k, v);
       }
     }
   }
 
   // backward_block for points k..k + 7 (of n) inside the image: the point sums in registers
   // over the channels, each channel's scatter as the scalar code's (even points, then odd)
-  template <bool to_input, bool to_point>
-  STNKIT_NOINLINE void backward_block8(const ImagePlanes<float, float>& p, int64_t k,
-                                       int64_t n, float* const* sums) const {
+  template <bool to_input, bool to_point, class S>
+  STNKIT_NOINLINE void backward_block8(const ImagePlanes<S, float>& p, int64_t k, int64_t n,
+                                       float* const* sums) const {
     const Block8 b = block8(k);
     __m256 s00 = _mm256_setzero_ps(), s01 = s00, s10 = s00, s11 = s00;
     for (int64_t c = 0; c < p.channels; ++c) {
@@ -490,7 +502,7 @@ template <class T> struct Bilinear {
         prefetch(p.input + c * p.in_plane, k + kPrefetchAhead, n);
         if constexpr (to_input) prefetch(p.gin + c * p.in_plane, k + kPrefetchAhead, n);
       }
-      const __m256 e = _mm256_loadu_ps(p.grad + c * p.out_plane + k);
+      const __m256 e = widen8(p.grad + c * p.out_plane + k);
       if constexpr (to_point) {
         const Taps8 u = load_taps(p.input + c * p.in_plane, b.offset);
         s00 = _mm256_add_ps(s00, _mm256_mul_ps(u.u00, e));

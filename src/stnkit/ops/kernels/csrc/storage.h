@@ -5,7 +5,7 @@
 
 #include <cstdint>
 #include <cstring>
-#if defined(__F16C__)
+#if defined(__F16C__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -80,5 +80,35 @@ template <> struct Store<Half> {
 template <> struct Store<BFloat16> {
   template <class T> static BFloat16 from(T v) { return to_bfloat16(float(v)); }
 };
+
+#if defined(__AVX2__) && defined(__F16C__)
+// 8 values at a time, for the AVX2 samplers: widen8 turns 8 stored values (or the 16-bit
+// patterns of 8) into float32, exactly; narrow8 stores 8 float32 values rounded as Store
+// rounds them (bfloat16: to nearest even, NaN -> 0x7fc0; float16: vcvtps2ph, as to_half)
+inline __m256 widen8(__m128i bits, Half) { return _mm256_cvtph_ps(bits); }
+inline __m256 widen8(__m128i bits, BFloat16) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+}
+inline __m256 widen8(const float* p) { return _mm256_loadu_ps(p); }
+template <class S> inline __m256 widen8(const S* p) {
+  return widen8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), S{});
+}
+
+inline void narrow8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+inline void narrow8(Half* p, __m256 v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+inline void narrow8(BFloat16* p, __m256 v) {
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  const __m256i bias = _mm256_add_epi32(_mm256_set1_epi32(0x7fff), odd);
+  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, bias), 16);
+  const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7fc0), nan);
+  const __m128i packed =  // 32 -> 16 bits (every value fits: no saturation)
+      _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
+}
+#endif
 
 }  // namespace stnkit

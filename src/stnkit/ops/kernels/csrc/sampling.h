@@ -140,6 +140,27 @@ void backward_image(const Sampler& s, const ImagePlanes<S, T>& p, int64_t n, T* 
   else if (sums) s.template backward_as<false, true>(p, n, sums);
 }
 
+// A sampler's scalar backward over points [begin, end) of an image, channel after channel:
+// the even points, then the odd ones (neighbouring points share taps, and their
+// read-modify-writes of one pixel back to back would wait on each other); a point whose taps
+// are all inside (Sampler::all_inside(k)) takes the unmasked case
+template <bool to_input, bool to_point, class Sampler, class S, class T>
+void backward_points(const Sampler& s, const ImagePlanes<S, T>& p, int64_t begin, int64_t end,
+                     T* const* sums) {
+  for (int64_t c = 0; c < p.channels; ++c) {
+    const S* plane = p.input + c * p.in_plane;
+    const S* grad = p.grad + c * p.out_plane;
+    T* gin = to_input ? p.gin + c * p.in_plane : nullptr;
+    for (int64_t parity = 0; parity < 2; ++parity)
+      for (int64_t k = begin + parity; k < end; k += 2) {
+        if (s.interior || s.all_inside(k))
+          s.template backward_point<true, to_input, to_point>(plane, grad, gin, k, sums);
+        else
+          s.template backward_point<false, to_input, to_point>(plane, grad, gin, k, sums);
+      }
+  }
+}
+
 // The samplers work on a tile of n output points at a time, kept as arrays (one entry per
 // point) so that the loops over the points have no branches and vectorise: taps() computes
 // every point's taps from its source point, then the image's channel planes are gathered,
@@ -204,6 +225,9 @@ template <class T> struct Bilinear {
   // tap in [0, size - 1) on both axes); the sizes as arguments keep taps()' loop on locals
   static STNKIT_INLINE bool all_inside(int32_t i, int32_t j, int32_t width, int32_t height) {
     return (uint32_t(i) < uint32_t(width - 1)) & (uint32_t(j) < uint32_t(height - 1));
+  }
+  STNKIT_INLINE bool all_inside(int64_t k) const {
+    return all_inside(col[k], row[k], width, height);
   }
 
   // U[j, i], 0 outside (read at offset 0 there, then dropped: a NaN there does not leak)
@@ -292,28 +316,7 @@ template <class T> struct Bilinear {
           }
         }
 #endif
-      backward_block<to_input, to_point>(p, k, std::min(n, k + 8), sums);
-    }
-  }
-
-  // Points [begin, end) of the image, channel after channel: the even points, then the odd
-  // ones (neighbouring points share taps, and their read-modify-writes of one pixel back to
-  // back would wait on each other). Scalar code (a scatter); a point whose taps are all
-  // inside takes the unmasked case.
-  template <bool to_input, bool to_point, class S>
-  void backward_block(const ImagePlanes<S, T>& p, int64_t begin, int64_t end,
-                      T* const* sums) const {
-    for (int64_t c = 0; c < p.channels; ++c) {
-      const S* plane = p.input + c * p.in_plane;
-      const S* grad = p.grad + c * p.out_plane;
-      T* gin = to_input ? p.gin + c * p.in_plane : nullptr;
-      for (int64_t parity = 0; parity < 2; ++parity)
-        for (int64_t k = begin + parity; k < end; k += 2) {
-          if (interior || all_inside(col[k], row[k], width, height))
-            backward_point<true, to_input, to_point>(plane, grad, gin, k, sums);
-          else
-            backward_point<false, to_input, to_point>(plane, grad, gin, k, sums);
-        }
+      backward_points<to_input, to_point>(*this, p, k, std::min(n, k + 8), sums);
     }
   }
 
@@ -381,7 +384,7 @@ template <class T> struct Bilinear {
     return _mm256_movemask_epi8(in) == 0;
   }
 
-  // backward_block's point sums for 8 points without a tap inside: every tap's value is 0,
+  // backward_points' point sums for 8 points without a tap inside: every tap's value is 0,
   // so each sum is 0 + 0 dL/dV_0 + 0 dL/dV_1 + ... (0, or NaN where a dL/dV is not finite);
   // their scatter adds +0 to pixel 0 of grad_input, which changes no bits (it is never -0:
   // it starts at +0, and a sum is -0 only if both terms are), so it is skipped
@@ -490,7 +493,7 @@ template <class T> struct Bilinear {
     }
   }
 
-  // backward_block for points k..k + 7 (of n) inside the image: the point sums in registers
+  // backward_points for points k..k + 7 (of n) inside the image: the point sums in registers
   // over the channels, each channel's scatter as the scalar code's (even points, then odd)
   template <bool to_input, bool to_point, class S>
   STNKIT_NOINLINE void backward_block8(const ImagePlanes<S, float>& p, int64_t k, int64_t n,
@@ -630,6 +633,9 @@ template <class T> struct Trilinear {
     return (uint32_t(i) < uint32_t(width - 1)) & (uint32_t(j) < uint32_t(height - 1)) &
            (uint32_t(l) < uint32_t(depth - 1));
   }
+  STNKIT_INLINE bool all_inside(int64_t k) const {
+    return all_inside(col[k], row[k], slice[k], width, height, depth);
+  }
 
   STNKIT_INLINE int32_t offset(int32_t i, int32_t j, int32_t l) const {
     return plane_offset(i, plane_offset(j, l, height), width);
@@ -685,18 +691,7 @@ template <class T> struct Trilinear {
 
   template <bool to_input, bool to_point, class S>
   void backward_as(const ImagePlanes<S, T>& p, int64_t n, T* const* sums) const {
-    for (int64_t c = 0; c < p.channels; ++c) {
-      const S* plane = p.input + c * p.in_plane;
-      const S* grad = p.grad + c * p.out_plane;
-      T* gin = to_input ? p.gin + c * p.in_plane : nullptr;
-      for (int64_t parity = 0; parity < 2; ++parity)
-        for (int64_t k = parity; k < n; k += 2) {
-          if (interior || all_inside(col[k], row[k], slice[k], width, height, depth))
-            backward_point<true, to_input, to_point>(plane, grad, gin, k, sums);
-          else
-            backward_point<false, to_input, to_point>(plane, grad, gin, k, sums);
-        }
-    }
+    backward_points<to_input, to_point>(*this, p, 0, n, sums);
   }
 
   template <bool interior, bool to_input, bool to_point, class S>

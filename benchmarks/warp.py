@@ -52,15 +52,17 @@ input, theta and output gradient, resets the kernel's peak-RSS counter
 (``/proc/self/clear_refs``), runs one fwd+bwd and reports ``VmHWM - VmRSS(before)``: the
 output, grad_input, grad_theta, the grid and its gradient where there is one, and every
 temporary. A fused op cannot go below output + grad_input, i.e. 2x the input for a
-same-size one-channel warp. The child runs without the timing runs' allocator settings
-(``THP_MEM_ALLOC_ENABLE``, ``MALLOC_TRIM_THRESHOLD_``), and the figure is the largest of three
-fresh processes: some runs find freed buffers still resident and read low (as low as half),
-none can read high.
+same-size one-channel warp. Before the measured call the child hands glibc's free pages back
+to the system (``malloc_trim``): a buffer allocated where one was freed must fault its pages
+in, or some runs read as low as half the peak. It runs without the timing runs' allocator
+settings (``THP_MEM_ALLOC_ENABLE``, ``MALLOC_TRIM_THRESHOLD_``), and the figure is the largest
+of three fresh processes.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import math
 import os
@@ -319,6 +321,7 @@ def _memory_child(method: str, shape, threads: int, transform: str = "affine") -
     tiny = (1, shape[1]) + (4,) * (len(shape) - 2)
     _make(method, tiny, threads, transform)["alone", "fb"]()
     fb = _make(method, shape, threads, transform)["alone", "fb"]  # x, theta, g at full size
+    _release_free_memory()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak (VmHWM) to the current RSS
     before = _rss_kib("VmRSS")
@@ -328,6 +331,16 @@ def _memory_child(method: str, shape, threads: int, transform: str = "affine") -
 
 
 MEMORY_RUNS = 3  # fresh processes per figure (the largest reading is kept)
+
+
+def _release_free_memory() -> None:
+    """Give glibc's free pages back to the system (malloc_trim), so that a buffer the fwd+bwd
+    allocates where one was freed before faults its pages in and counts (without it, some
+    runs read as low as half the peak); no-op where the C library has no malloc_trim."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _memory(method: str, shape, threads: int, transform: str = "affine") -> float | None:

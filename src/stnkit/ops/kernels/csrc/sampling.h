@@ -305,12 +305,12 @@ template <class T> struct Bilinear {
 #if defined(__AVX2__)
       if constexpr (std::is_same_v<T, float> && !std::is_same_v<S, double>)
         if (k + 8 <= n) {
-          const __m256i i = load8(col.data() + k), j = load8(row.data() + k);
-          if (interior || block_inside(i, j)) {
+          const Block where = block_at(k);
+          if (where == Block::inside) {
             backward_block8<to_input, to_point>(p, k, n, sums);
             continue;
           }
-          if (block_outside(i, j)) {  // zeros padding beyond the border: nothing to scatter
+          if (where == Block::outside) {  // nothing to scatter
             if constexpr (to_point) outside_sums(p, k, sums);
             continue;
           }
@@ -363,25 +363,27 @@ template <class T> struct Bilinear {
     __m256 u00, u10, u01, u11;  // U[j, i], U[j, i + 1], U[j + 1, i], U[j + 1, i + 1]
   };
 
-  // Whether 8 points have all their taps inside (0 <= i <= width - 2, unsigned, as j; an
-  // image one pixel wide or high has no such point)
-  STNKIT_INLINE bool block_inside(__m256i i, __m256i j) const {
-    if (width < 2 || height < 2) return false;
-    const __m256i in = _mm256_and_si256(
-        _mm256_cmpeq_epi32(_mm256_min_epu32(i, _mm256_set1_epi32(width - 2)), i),
-        _mm256_cmpeq_epi32(_mm256_min_epu32(j, _mm256_set1_epi32(height - 2)), j));
-    return _mm256_movemask_epi8(in) == -1;
+  // Where the 8 points k..k + 7 lie: every tap inside the image, no tap inside (zeros
+  // padding beyond the border), or across the border (the scalar code's masked case)
+  enum class Block { inside, outside, across };
+  STNKIT_INLINE Block block_at(int64_t k) const {
+    if (interior) return Block::inside;
+    const __m256i i = load8(col.data() + k), j = load8(row.data() + k);
+    // all taps inside: 0 <= i <= width - 2 and 0 <= j <= height - 2 (unsigned: also i, j >= 0;
+    // an image one pixel wide or high has no such point)
+    if (width >= 2 && height >= 2 &&
+        _mm256_movemask_epi8(_mm256_and_si256(at_most(i, width - 2), at_most(j, height - 2))) == -1)
+      return Block::inside;
+    // a tap inside: -1 <= i <= width - 1 and -1 <= j <= height - 1
+    const __m256i one = _mm256_set1_epi32(1);
+    const __m256i some = _mm256_and_si256(at_most(_mm256_add_epi32(i, one), width),
+                                          at_most(_mm256_add_epi32(j, one), height));
+    return _mm256_movemask_epi8(some) == 0 ? Block::outside : Block::across;
   }
 
-  // Whether none of 8 points has a tap inside: i + 1 > width or j + 1 > height (unsigned:
-  // also i < -1, j < -1), which zeros padding gives points beyond the border
-  STNKIT_INLINE bool block_outside(__m256i i, __m256i j) const {
-    const __m256i one = _mm256_set1_epi32(1);
-    const __m256i x = _mm256_add_epi32(i, one), y = _mm256_add_epi32(j, one);
-    const __m256i in = _mm256_and_si256(
-        _mm256_cmpeq_epi32(_mm256_min_epu32(x, _mm256_set1_epi32(width)), x),
-        _mm256_cmpeq_epi32(_mm256_min_epu32(y, _mm256_set1_epi32(height)), y));
-    return _mm256_movemask_epi8(in) == 0;
+  // All bits set in the lanes where v <= limit, unsigned
+  static STNKIT_INLINE __m256i at_most(__m256i v, int32_t limit) {
+    return _mm256_cmpeq_epi32(_mm256_min_epu32(v, _mm256_set1_epi32(limit)), v);
   }
 
   // backward_points' point sums for 8 points without a tap inside: every tap's value is 0,
@@ -471,9 +473,9 @@ template <class T> struct Bilinear {
                                     int64_t channels, int64_t in_plane, int64_t out_plane,
                                     int64_t n) const {
     for (int64_t k = 0; k + 8 <= n; k += 8) {
-      const __m256i i = load8(col.data() + k), j = load8(row.data() + k);
-      if (!interior && !block_inside(i, j)) {
-        const bool outside = block_outside(i, j);  // V = 0 U + ... = +0 (weights >= 0)
+      const Block where = block_at(k);
+      if (where != Block::inside) {
+        const bool outside = where == Block::outside;  // V = 0 U + ... = +0 (weights >= 0)
         for (int64_t c = 0; c < channels; ++c)
           if (outside) narrow8(output + c * out_plane + k, _mm256_setzero_ps());
           else gather_plane<false>(input + c * in_plane, output + c * out_plane, k, k + 8);

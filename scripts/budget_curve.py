@@ -34,12 +34,19 @@ COLOURS = {"cnn": "#d62728", "st-cnn-aff": "#1f77b4"}
 
 def read_run(run: Path) -> dict | None:
     """One run directory: its settings, final (or last) test error and cost; None if empty.
-    Its CPU is this machine's (the one that reads a run directory is the one that ran it)."""
+    Without its ``metrics.jsonl`` (a record kept in docs/results/), the evaluation in its
+    ``checkpoint.json`` is the only one. Its CPU is this machine's (the one that reads a run
+    directory is the one that ran it)."""
     if not (run / "checkpoint.json").exists():
         return None
     rec = json.loads((run / "checkpoint.json").read_text())
     cfg = rec["config"]
-    lines = [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines()]
+    log = run / "metrics.jsonl"
+    if log.exists():
+        lines = [json.loads(s) for s in log.read_text().splitlines()]
+    else:  # a committed record without its log: only the last evaluation it holds
+        last = (rec.get("metrics") or {}).get("test")
+        lines = [last] if last else []
     tests = [(m["step"] * cfg["batch_size"], m["error"]) for m in lines
              if m["split"] == "test" and m["step"] <= rec["step"]]
     if not tests:

@@ -92,3 +92,19 @@ def test_records_carry_runs_whose_directories_are_gone(script, tmp_path, monkeyp
     assert "| st-cnn-aff | RTS | bf16 | 0: 3.10 | 3.10 | 0.5 | 2.5 | CPU B (avx512_bf16) |" \
         in text, text
     assert len(json.loads(out2.with_suffix(".json").read_text())) == 3
+
+
+def test_a_record_without_its_log(script, tmp_path):
+    """A committed record (docs/results/.../checkpoint.json, no metrics.jsonl) counts with
+    the evaluation it holds; a record that holds none is left out as not evaluated."""
+    runs = [_run(tmp_path, "fp32", s, e, 300) for s, e in enumerate([3.0, 3.4])]
+    for run, error in zip(runs, [3.0, 3.4]):
+        (run / "metrics.jsonl").unlink()
+        record = json.loads((run / "checkpoint.json").read_text())
+        record["metrics"] = {"test": {"step": 2000, "split": "test", "error": error}}
+        (run / "checkpoint.json").write_text(json.dumps(record))
+    bare = _run(tmp_path, "bf16", 0, 3.2, 150)
+    (bare / "metrics.jsonl").unlink()
+    every, unevaluated = script.read_runs(runs + [bare])
+    assert [r["curve"] for r in every] == [[(64000, 3.0)], [(64000, 3.4)]]
+    assert unevaluated == [bare.name]

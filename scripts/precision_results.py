@@ -31,19 +31,28 @@ def _fmt(errors: list[float]) -> str:
     return f"{statistics.mean(errors):.2f} ± {statistics.stdev(errors):.2f}"
 
 
+def _threads(runs: list[dict]) -> str:
+    """The thread counts of ``runs``, e.g. "1" or "1, 2" ("-" where not recorded)."""
+    return ", ".join(sorted({"-" if r.get("threads") is None else str(r["threads"])
+                             for r in runs}))
+
+
 def page(runs: list[dict], unfinished: list[str]) -> str:
     """The Markdown page of finished ``runs`` (``read_run`` records)."""
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in runs:
         groups.setdefault((r["model"], r["variant"], r["precision"]), []).append(r)
     lines = ["# Training precision: fp32 against bf16", "",
-             "`stnkit train --schedule cpu --precision P --seed S --num-threads 1`, one run per "
-             "seed; test error (%) at the end of each run. Command: "
+             "`stnkit train --schedule cpu --precision P --seed S`, one run per seed; test error "
+             "(%) at the end of each run; CPU minutes and the threads each run used (the thread "
+             "count does not change a run's result, but a run on 2 threads spends more CPU time "
+             "for the same work). Command: "
              "`python scripts/precision_results.py [PAGE.json] RUN_DIR ... -o PAGE` "
              "(PAGE.json: the records of the runs read before, whose directories may be "
              "gone).", "",
              "| model | variant | precision | seeds: test error (%) | mean ± std | paper "
-             "| CPU min per run | CPU |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| CPU min per run | threads | CPU |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for (model, variant, precision), rs in sorted(groups.items()):
         rs = sorted(rs, key=lambda r: r["seed"])
         errors = [r["curve"][-1][1] for r in rs]
@@ -51,7 +60,7 @@ def page(runs: list[dict], unfinished: list[str]) -> str:
         paper = paper_error("table1", variant, model)
         lines.append(f"| {model} | {variant} | {precision} | {seeds} | {_fmt(errors)} | "
                      f"{'-' if paper is None else paper.error} | "
-                     f"{statistics.mean(r['cpu_min'] for r in rs):.1f} | "
+                     f"{statistics.mean(r['cpu_min'] for r in rs):.1f} | {_threads(rs)} | "
                      f"{'; '.join(sorted({r['cpu'] for r in rs}))} |")
     lines.append("")
     for (model, variant, precision), rs in sorted(groups.items()):
@@ -64,9 +73,12 @@ def page(runs: list[dict], unfinished: list[str]) -> str:
         where = "inside" if low <= mean <= high else "below" if mean < low else "above"
         cost = (statistics.mean(r["cpu_min"] for r in rs)
                 / statistics.mean(r["cpu_min"] for r in ref))
+        unlike = "" if _threads(rs) == _threads(ref) else (
+            f" ({precision} on {_threads(rs)} threads, fp32 on {_threads(ref)}: not the same "
+            "cost basis)")
         lines.append(f"- {model} {variant}: the {precision} mean {mean:.2f} % is {where} the "
                      f"range of the fp32 seeds ({low:.2f}-{high:.2f} %); CPU time "
-                     f"{cost:.2f}x fp32's.")
+                     f"{cost:.2f}x fp32's{unlike}.")
     if unfinished:
         lines += ["", "Not finished (left out): " + ", ".join(unfinished) + "."]
     lines += ["", f"Paper: {CITATION}", ""]

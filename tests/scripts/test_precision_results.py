@@ -87,9 +87,9 @@ def test_records_carry_runs_whose_directories_are_gone(script, tmp_path, monkeyp
     out2 = tmp_path / "page2.md"
     assert script.main([str(out.with_suffix(".json")), *map(str, new), "-o", str(out2)]) == 0
     text = out2.read_text()
-    assert "| st-cnn-aff | RTS | fp32 | 0: 3.00, 1: 3.40 | 3.20 ± 0.28 | 0.5 | 5.0 | " \
+    assert "| st-cnn-aff | RTS | fp32 | 0: 3.00, 1: 3.40 | 3.20 ± 0.28 | 0.5 | 5.0 | - | " \
            "CPU A (avx2); CPU B (avx512_bf16) |" in text, text
-    assert "| st-cnn-aff | RTS | bf16 | 0: 3.10 | 3.10 | 0.5 | 2.5 | CPU B (avx512_bf16) |" \
+    assert "| st-cnn-aff | RTS | bf16 | 0: 3.10 | 3.10 | 0.5 | 2.5 | - | CPU B (avx512_bf16) |" \
         in text, text
     assert len(json.loads(out2.with_suffix(".json").read_text())) == 3
 
@@ -108,3 +108,17 @@ def test_a_record_without_its_log(script, tmp_path):
     every, unevaluated = script.read_runs(runs + [bare])
     assert [r["curve"] for r in every] == [[(64000, 3.0)], [(64000, 3.4)]]
     assert unevaluated == [bare.name]
+
+
+def test_runs_on_different_thread_counts_are_flagged(script, tmp_path, capsys):
+    runs = [_run(tmp_path, "fp32", s, e, 300) for s, e in enumerate([3.0, 3.1])]
+    runs += [_run(tmp_path, "bf16", s, e, 150) for s, e in enumerate([3.0, 3.1])]
+    for run, threads in zip(runs, [2, 2, 1, 1]):
+        record = json.loads((run / "checkpoint.json").read_text())
+        record["num_threads"] = threads
+        (run / "checkpoint.json").write_text(json.dumps(record))
+    assert script.main(list(map(str, runs))) == 0
+    out = capsys.readouterr().out
+    assert "| 3.05 ± 0.07 | 0.5 | 5.0 | 2 |" in out, out
+    assert "CPU time 0.50x fp32's (bf16 on 1 threads, fp32 on 2: not the same cost basis)." \
+        in out, out

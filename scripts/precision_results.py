@@ -73,9 +73,9 @@ def page(runs: list[dict], unfinished: list[str]) -> str:
         where = "inside" if low <= mean <= high else "below" if mean < low else "above"
         cost = (statistics.mean(r["cpu_min"] for r in rs)
                 / statistics.mean(r["cpu_min"] for r in ref))
-        unlike = "" if _threads(rs) == _threads(ref) else (
-            f" ({precision} on {_threads(rs)} threads, fp32 on {_threads(ref)}: not the same "
-            "cost basis)")
+        ours, theirs = _threads(rs), _threads(ref)
+        unlike = "" if ours == theirs else (
+            f" ({precision} on {ours} threads, fp32 on {theirs}: not the same cost basis)")
         lines.append(f"- {model} {variant}: the {precision} mean {mean:.2f} % is {where} the "
                      f"range of the fp32 seeds ({low:.2f}-{high:.2f} %); CPU time "
                      f"{cost:.2f}x fp32's{unlike}.")

@@ -85,6 +85,38 @@ def theta_gap(a: dict, b: dict) -> list[tuple[int, float]]:
             if a["thetas"][s].shape == b["thetas"][s].shape]
 
 
+def summary_steps(runs: list[dict]) -> list[int]:
+    """The snapshot steps after 0 that at least two runs share, up to the shortest run's last."""
+    last = min(max(r["thetas"]) for r in runs)
+    counts: dict[int, int] = {}
+    for r in runs:
+        for s in r["thetas"]:
+            counts[s] = counts.get(s, 0) + 1
+    return sorted(s for s, n in counts.items() if 0 < s <= last and n >= 2)
+
+
+def summary(runs: list[dict]) -> list[str]:
+    """Test error and zoom of every run at the steps :func:`summary_steps` picks, a row per run
+    (precision, then seed), "-" where a run was not evaluated."""
+    steps = summary_steps(runs)
+    if not steps:
+        return []
+    out = []
+    for title, value in (("Test error (%)", lambda r, s: dict(r["test"]).get(s)),
+                         ("Zoom", lambda r, s: theta_stats(r["thetas"][s])["zoom"]
+                          if s in r["thetas"] else None)):
+        out += [f"{title} at step:", "",
+                "| run | precision | seed | " + " | ".join(map(str, steps)) + " |",
+                "| --- | --- | ---: | " + " | ".join("---:" for _ in steps) + " |"]
+        for r in sorted(runs, key=lambda r: (r["precision"], r["seed"], r["name"])):
+            cells = [value(r, s) for s in steps]
+            out.append(f"| {r['name']} | {r['precision']} | {r['seed']} | " + " | ".join(
+                "-" if v is None else f"{v:.2f}" if title.startswith("Test") else f"{v:.3f}"
+                for v in cells) + " |")
+        out.append("")
+    return out
+
+
 def page(runs: list[dict], png: str | None) -> str:
     out = ["# How the runs start: errors and theta over the first steps", "",
            "Per snapshot step: test error (%) on the run's test samples, training error (%) "
@@ -92,6 +124,7 @@ def page(runs: list[dict], png: str | None) -> str:
            "samples (zoom: mean sqrt|det A|, under 1 zooms in; shift: mean |t|; rotation: mean "
            "|angle|, degrees). Command: `python scripts/precision_trajectory.py RUN_DIR ... -o "
            "PAGE`.", ""]
+    out += summary(runs)
     for r in runs:
         train, test = dict(r["train"]), dict(r["test"])
         out += [f"## {r['name']} ({r['model']}, {r['variant']}, {r['precision']}, seed "

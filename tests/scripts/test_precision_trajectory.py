@@ -74,6 +74,19 @@ def test_page_pairs_precisions_of_one_seed(script, tmp_path):
     assert "mean |theta bf16 - theta fp32|, seed 2 (step: value): 0: 0.0000, 100: 0.0167" \
         in text, text
     assert "seed 3 (step" not in text
+    # the summary: a row per run (precision, then seed) at the shared steps after 0
+    assert "| run | precision | seed | 100 |" in text
+    assert "| bf16-s2 | bf16 | 2 | 30.00 |\n| bf16-s3 | bf16 | 3 | 30.00 |\n" \
+           "| fp32-s2 | fp32 | 2 | 30.00 |" in text, text
+    assert "| bf16-s2 | bf16 | 2 | 0.900 |\n| bf16-s3 | bf16 | 3 | 1.000 |" in text, text
+
+
+def test_summary_steps_are_shared_and_within_the_shortest_run(script):
+    def run(*steps):
+        return {"thetas": dict.fromkeys(steps)}
+    assert script.summary_steps([run(0, 50, 100, 150), run(0, 100, 200)]) == [100]
+    assert script.summary_steps([run(0, 50, 100), run(0, 50, 100), run(0, 100, 200)]) == [50, 100]
+    assert script.summary_steps([run(0, 50)]) == []
 
 
 def test_run_without_snapshots_is_refused(script, tmp_path, capsys):

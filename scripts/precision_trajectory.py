@@ -149,7 +149,8 @@ def page(runs: list[dict], png: str | None) -> str:
 
 
 def plot(runs: list[dict], path: Path) -> bool:
-    """Three panels against the step: training error, test error, zoom."""
+    """Three panels against the step: training error, test error, zoom; a colour per seed,
+    solid fp32, dashed the other precision."""
     try:
         from stnkit.viz._deps import figure, render
         from stnkit.viz.images import save_png
@@ -158,23 +159,26 @@ def plot(runs: list[dict], path: Path) -> bool:
     with figure(11.0, 3.4, dpi=100) as fig:
         axes = [fig.add_subplot(1, 3, i + 1) for i in range(3)]
         for r in runs:
-            style = "-" if r["precision"] == "fp32" else "--"
-            label = f"{r['precision']} seed {r['seed']} ({r['name']})"
+            style = dict(ls="-" if r["precision"] == "fp32" else "--", lw=1,
+                         color=f"C{r['seed'] % 10}", label=f"{r['precision']}, seed {r['seed']}")
             for ax, pts in ((axes[0], r["train"]), (axes[1], r["test"])):
                 if pts:
-                    ax.plot(*zip(*pts, strict=True), style, lw=1, label=label)
+                    ax.plot(*zip(*pts, strict=True), **style)
             steps = sorted(r["thetas"])
-            axes[2].plot(steps, [theta_stats(r["thetas"][s])["zoom"] for s in steps], style,
-                         lw=1, label=label)
+            axes[2].plot(steps, [theta_stats(r["thetas"][s])["zoom"] for s in steps], **style)
         for ax, what in zip(axes, ("training error (%)", "test error (%)", "zoom (sqrt|det A|)"),
                             strict=True):
             ax.set_xlabel("step", fontsize=8)
             ax.set_ylabel(what, fontsize=8)
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
-        axes[0].set_yscale("log")
-        axes[1].set_yscale("log")
-        axes[2].legend(fontsize=6)
+        for ax in axes[:2]:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter("{x:g}")
+            ax.yaxis.set_minor_formatter("{x:g}")
+        handles, labels = axes[2].get_legend_handles_labels()
+        unique = dict(zip(labels, handles, strict=True))  # a seed's runs share a label
+        axes[2].legend(unique.values(), unique.keys(), fontsize=6, ncol=2)
         fig.tight_layout()
         save_png(path, render(fig))
     return True

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import torch
+from budget_curve import cpu_line  # scripts/ is on sys.path when this file runs
 
 from stnkit.data import VARIANTS, DistortedMNIST
 from stnkit.models import create_model
@@ -114,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     classes = VARIANTS[args.data].num_classes
     print(f"# bf16 against fp32 gradients: {args.model} on {args.data}, {args.batches} "
           f"training batches of {args.batch_size} (the same for every row)\n")
+    print(f"Command: `python scripts/precision_gradients.py {' '.join(argv or sys.argv[1:])}`; "
+          f"CPU: {cpu_line()}, torch {torch.__version__}, {torch.get_num_threads()} "
+          "threads.\n")
     print("| weights | part | cosine (mean) | cosine (min) | norm bf16 / fp32 (mean) "
           "| fp32 cosine of consecutive batches (mean) |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")

@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 import torch
+from budget_curve import cpu_line  # scripts/ is on sys.path when this file runs
 
 from stnkit._io import atomic_write_bytes
 from stnkit.viz.run import read_metrics, read_snapshots
@@ -59,7 +60,7 @@ def read_trajectory(run: Path) -> dict:
         raise ValueError(f"{run}: expected one transformer, found "
                          f"{len(snaps.steps[0].thetas)}")
     return {"name": run.name, "model": cfg["model"], "variant": cfg["data"], "seed": cfg["seed"],
-            "precision": cfg.get("precision", "fp32"),
+            "precision": cfg.get("precision", "fp32"), "test_size": cfg.get("test_size"),
             "train": [(m["step"], m["error"]) for m in metrics if m["split"] == "train"],
             "test": [(m["step"], m["error"]) for m in metrics if m["split"] == "test"],
             "thetas": {s.step: s.thetas[0] for s in snaps.steps}}
@@ -123,12 +124,14 @@ def page(runs: list[dict], png: str | None) -> str:
            "of the steps logged since the previous line, and theta on the snapshot's fixed test "
            "samples (zoom: mean sqrt|det A|, under 1 zooms in; shift: mean |t|; rotation: mean "
            "|angle|, degrees). Command: `python scripts/precision_trajectory.py RUN_DIR ... -o "
-           "PAGE`.", ""]
+           f"PAGE`. CPU (the one that ran the runs and read them): {cpu_line()}.", ""]
     out += summary(runs)
     for r in runs:
         train, test = dict(r["train"]), dict(r["test"])
+        tested = ("the whole test set" if r["test_size"] is None
+                  else f"the first {r['test_size']} test digits")
         out += [f"## {r['name']} ({r['model']}, {r['variant']}, {r['precision']}, seed "
-                f"{r['seed']})", "",
+                f"{r['seed']}; test error on {tested})", "",
                 "| step | test error | training error | zoom | shift | rotation |",
                 "| ---: | ---: | ---: | ---: | ---: | ---: |"]
         for step in sorted(r["thetas"]):

@@ -122,3 +122,22 @@ def test_runs_on_different_thread_counts_are_flagged(script, tmp_path, capsys):
     assert "| 3.05 ± 0.07 | 0.5 | 5.0 | 2 |" in out, out
     assert "CPU time 0.50x fp32's (bf16 on 1 threads, fp32 on 2: not the same cost basis)." \
         in out, out
+
+
+def test_runs_on_different_cpus_are_flagged(script, tmp_path, capsys):
+    fp32 = tmp_path / "old.json"  # fp32 records read on another machine
+    fp32.write_text(json.dumps([
+        {"name": f"fp32-s{s}", "cpu": "Other CPU (avx2, avx512f)", "model": "st-cnn-aff",
+         "variant": "RTS", "seed": s, "budget": 1.0, "samples": 64000,
+         "curve": [[64000, e]], "finished": True, "step": 2000, "iterations": 2000,
+         "cpu_min": 5.0, "wall_min": 5.0, "threads": 1, "precision": "fp32"}
+        for s, e in enumerate([3.0, 3.2])]))
+    runs = [_run(tmp_path, "bf16", s, e, 150) for s, e in enumerate([3.1, 3.1])]
+    for run in runs:
+        record = json.loads((run / "checkpoint.json").read_text())
+        record["num_threads"] = 1
+        (run / "checkpoint.json").write_text(json.dumps(record))
+    assert script.main([str(fp32), *map(str, runs)]) == 0
+    out = capsys.readouterr().out
+    assert "CPU time 0.50x fp32's (bf16 and fp32 runs on different CPUs: not the same cost " \
+           "basis)." in out, out

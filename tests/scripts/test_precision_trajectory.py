@@ -33,7 +33,8 @@ def _run(root: Path, name: str, precision: str, seed: int,
     run = root / name
     (run / "snapshots").mkdir(parents=True)
     (run / "config.json").write_text(json.dumps(
-        {"model": "st-cnn-aff", "data": "P", "seed": seed, "precision": precision}))
+        {"model": "st-cnn-aff", "data": "P", "seed": seed, "precision": precision,
+         "test_size": 1000 if seed == 2 else None}))
     lines = [{"step": s, "split": "train", "error": 50.0 - s / 10} for s in thetas if s]
     lines += [{"step": s, "split": "test", "error": 40.0 - s / 10} for s in thetas if s]
     (run / "metrics.jsonl").write_text("\n".join(json.dumps(m) for m in lines) + "\n")
@@ -67,7 +68,9 @@ def test_page_pairs_precisions_of_one_seed(script, tmp_path):
     out = tmp_path / "page.md"
     assert script.main([str(fp32), str(bf16), str(other), "-o", str(out)]) == 0
     text = out.read_text()
-    assert "## fp32-s2 (st-cnn-aff, P, fp32, seed 2)" in text
+    assert "## fp32-s2 (st-cnn-aff, P, fp32, seed 2; test error on the first 1000 test digits)" \
+        in text
+    assert "## bf16-s3 (st-cnn-aff, P, bf16, seed 3; test error on the whole test set)" in text
     assert "| 100 | 30.00 | 40.00 | 0.900 | 0.100 | 0.0 |" in text, text
     assert "| 100 | 30.00 | 40.00 | 0.900 | 0.200 | 0.0 |" in text, text
     # one pair (seed 2); |d theta| = 0.1 in one of six entries at step 100

@@ -1,22 +1,16 @@
 """scripts/budget_curve.py: the budget page, its chart and its records from run directories."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-
 
 @pytest.fixture()
-def script(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPTS))
-    import budget_curve
-
-    monkeypatch.setattr(budget_curve, "cpu_line", lambda: "CPU A (avx2)")
-    yield budget_curve
-    sys.modules.pop("budget_curve", None)
+def script(import_script, monkeypatch):
+    module = import_script("budget_curve")
+    monkeypatch.setattr(module, "cpu_line", lambda: "CPU A (avx2)")
+    return module
 
 
 def _run(root: Path, model: str, k: int, errors: list[float], finished: bool = True) -> Path:

@@ -1,23 +1,15 @@
 """scripts/precision_gradients.py: bf16 against fp32 gradients at the same weights."""
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from stnkit.models import create_model
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-
 
 @pytest.fixture()
-def script(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPTS))
-    import precision_gradients
-
-    yield precision_gradients
-    sys.modules.pop("precision_gradients", None)
+def script(import_script):
+    return import_script("precision_gradients")
 
 
 def test_parts_and_comparison(script):

@@ -1,21 +1,14 @@
 """scripts/precision_results.py: the fp32 / bf16 page from run directories."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-
 
 @pytest.fixture()
-def script(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPTS))  # as `python scripts/...` puts scripts/ first
-    import precision_results
-
-    yield precision_results
-    sys.modules.pop("precision_results", None)
+def script(import_script):
+    return import_script("precision_results")
 
 
 def _run(root: Path, precision: str, seed: int, error: float, cpu_s: float,

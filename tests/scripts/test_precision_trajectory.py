@@ -2,23 +2,16 @@
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-
 
 @pytest.fixture()
-def script(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPTS))
-    import precision_trajectory
-
-    yield precision_trajectory
-    sys.modules.pop("precision_trajectory", None)
+def script(import_script):
+    return import_script("precision_trajectory")
 
 
 def _affine(scale: float, angle_deg: float, tx: float, ty: float, n: int = 4) -> torch.Tensor:

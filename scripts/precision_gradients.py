@@ -28,6 +28,7 @@ from stnkit.models import create_model
 from stnkit.train import checkpoint as ckpt
 from stnkit.train.loop import forward_loss
 from stnkit.train.precision import channels_last
+from stnkit.viz.run import load_run_model
 
 PARTS = (("localisation net", "transformer.localization."),
          ("theta regressor", "transformer.regressor."),
@@ -126,11 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         model = create_model(args.model, input_size=size, num_classes=classes)
         print("\n".join(rows(f"init, torch.manual_seed({seed})", model, batches)))
     for run in args.runs:
-        record = ckpt.read_record(run)
-        model = create_model(record["model"], input_size=size, num_classes=classes)
-        ckpt.load_weights_into(model, ckpt.read_weights(run, record),
-                               model_name=record["model"], path=str(run / ckpt.WEIGHTS))
-        print("\n".join(rows(f"{run.name}, step {record['step']}", model, batches)))
+        model = load_run_model(run, input_size=size)
+        step = ckpt.read_record(run)["step"]
+        print("\n".join(rows(f"{run.name}, step {step}", model, batches)))
     return 0
 
 

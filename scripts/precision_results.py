@@ -74,10 +74,10 @@ def page(runs: list[dict], unfinished: list[str]) -> str:
         cost = (statistics.mean(r["cpu_min"] for r in rs)
                 / statistics.mean(r["cpu_min"] for r in ref))
         ours, theirs = _threads(rs), _threads(ref)
-        unlike = [] if ours == theirs else [f"{precision} on {ours} threads, fp32 on {theirs}"]
+        differences = [] if ours == theirs else [f"{precision} on {ours} threads, fp32 on {theirs}"]
         if {r["cpu"] for r in rs} != {r["cpu"] for r in ref}:
-            unlike.append(f"{precision} and fp32 runs on different CPUs")
-        unlike = f" ({'; '.join(unlike)}: not the same cost basis)" if unlike else ""
+            differences.append(f"{precision} and fp32 runs on different CPUs")
+        unlike = f" ({'; '.join(differences)}: not the same cost basis)" if differences else ""
         lines.append(f"- {model} {variant}: the {precision} mean {mean:.2f} % is {where} the "
                      f"range of the fp32 seeds ({low:.2f}-{high:.2f} %); CPU time "
                      f"{cost:.2f}x fp32's{unlike}.")

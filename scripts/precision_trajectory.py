@@ -50,7 +50,8 @@ def theta_stats(theta: torch.Tensor) -> dict[str, float]:
 
 
 def read_trajectory(run: Path) -> dict:
-    """A run's settings, its logged training and test errors, and theta at each snapshot."""
+    """A run's settings, its logged training and test errors, and theta at each snapshot
+    with its :func:`theta_stats`."""
     cfg = json.loads((run / "config.json").read_text())
     metrics = read_metrics(run)
     snaps = read_snapshots(run)
@@ -63,7 +64,8 @@ def read_trajectory(run: Path) -> dict:
             "precision": cfg.get("precision", "fp32"), "test_size": cfg.get("test_size"),
             "train": [(m["step"], m["error"]) for m in metrics if m["split"] == "train"],
             "test": [(m["step"], m["error"]) for m in metrics if m["split"] == "test"],
-            "thetas": {s.step: s.thetas[0] for s in snaps.steps}}
+            "thetas": {s.step: s.thetas[0] for s in snaps.steps},
+            "stats": {s.step: theta_stats(s.thetas[0]) for s in snaps.steps}}
 
 
 def pairs(runs: list[dict]) -> list[tuple[dict, dict]]:
@@ -103,17 +105,15 @@ def summary(runs: list[dict]) -> list[str]:
     if not steps:
         return []
     out = []
-    for title, value in (("Test error (%)", lambda r, s: dict(r["test"]).get(s)),
-                         ("Zoom", lambda r, s: theta_stats(r["thetas"][s])["zoom"]
-                          if s in r["thetas"] else None)):
+    for title, fmt, value in (("Test error (%)", ".2f", lambda r, s: dict(r["test"]).get(s)),
+                              ("Zoom", ".3f", lambda r, s: r["stats"].get(s, {}).get("zoom"))):
         out += [f"{title} at step:", "",
                 "| run | precision | seed | " + " | ".join(map(str, steps)) + " |",
                 "| --- | --- | ---: | " + " | ".join("---:" for _ in steps) + " |"]
         for r in sorted(runs, key=lambda r: (r["precision"], r["seed"], r["name"])):
             cells = [value(r, s) for s in steps]
             out.append(f"| {r['name']} | {r['precision']} | {r['seed']} | " + " | ".join(
-                "-" if v is None else f"{v:.2f}" if title.startswith("Test") else f"{v:.3f}"
-                for v in cells) + " |")
+                "-" if v is None else format(v, fmt) for v in cells) + " |")
         out.append("")
     return out
 
@@ -135,7 +135,7 @@ def page(runs: list[dict], png: str | None) -> str:
                 "| step | test error | training error | zoom | shift | rotation |",
                 "| ---: | ---: | ---: | ---: | ---: | ---: |"]
         for step in sorted(r["thetas"]):
-            st = theta_stats(r["thetas"][step])
+            st = r["stats"][step]
             tr, te = train.get(step), test.get(step)
             out.append(f"| {step} | {'-' if te is None else f'{te:.2f}'} | "
                        f"{'-' if tr is None else f'{tr:.2f}'} | {st['zoom']:.3f} | "
@@ -168,7 +168,7 @@ def plot(runs: list[dict], path: Path) -> bool:
                 if pts:
                     ax.plot(*zip(*pts, strict=True), **style)
             steps = sorted(r["thetas"])
-            axes[2].plot(steps, [theta_stats(r["thetas"][s])["zoom"] for s in steps], **style)
+            axes[2].plot(steps, [r["stats"][s]["zoom"] for s in steps], **style)
         for ax, what in zip(axes, ("training error (%)", "test error (%)", "zoom (sqrt|det A|)"),
                             strict=True):
             ax.set_xlabel("step", fontsize=8)
